@@ -1,0 +1,1 @@
+"""QVL Studio's Gradio front end: one module per tab, plus the app shell."""

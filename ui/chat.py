@@ -1,0 +1,217 @@
+"""The Chat tab: multi-turn conversation over images and videos, streamed, stoppable, editable."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from qvl_core.conversation import Conversation
+from qvl_core.errors import UserError
+from qvl_core.messages import Turn
+from qvl_core.session import GenerationRequest, ModelSession
+from qvl_core.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
+
+from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, throttled, to_gr_error, to_sampling
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_SYSTEM = "You are a helpful assistant."
+LATEX = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "$", "right": "$", "display": False},
+    {"left": "\\(", "right": "\\)", "display": False},
+    {"left": "\\[", "right": "\\]", "display": True},
+]
+
+
+def render(conv: Conversation, pending: str | None = None) -> list[dict]:
+    """Conversation -> Chatbot messages. Display formatting lives only here, never in `conv`."""
+    out: list[dict] = []
+    for turn, note in zip(conv.turns, conv.notes, strict=True):
+        out.append(_render_turn(turn, note))
+    if pending is not None:
+        out.append({"role": "assistant", "content": pending or "…"})
+    return out
+
+
+def _render_turn(turn: Turn, note: str) -> dict:
+    if turn.role == "user":
+        content: list[Any] = [{"path": m.path} for m in turn.media]
+        if turn.text:
+            content.append(turn.text)
+        return {"role": "user", "content": content}
+    text = turn.text if turn.text else "*(empty answer)*"
+    return {"role": "assistant", "content": f"{text}\n\n<sub>{note}</sub>" if note else text}
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """The values of the settings accordion, as one immutable bundle."""
+
+    system: str
+    sampling_values: tuple
+    max_image_tokens: float
+    fps: float
+    max_frames: float
+    label_media: bool
+
+    def request(self, conv: Conversation) -> GenerationRequest:
+        return GenerationRequest(
+            turns=conv.turns,
+            sampling=to_sampling(*self.sampling_values),
+            system=self.system or None,
+            max_image_tokens=int(self.max_image_tokens),
+            video=VideoBudget(fps=float(self.fps), max_frames=int(self.max_frames)),
+            label_media=bool(self.label_media),
+        )
+
+
+def stream_answer(session: ModelSession, conv: Conversation, settings: ChatSettings
+                  ) -> Iterator[tuple[Conversation, str | None]]:
+    """Answer the last user message: yields (conversation, pending text) while streaming.
+
+    The conversation is updated on every step, so a Stop keeps the partial answer.
+    """
+    request = settings.request(conv)
+    text = ""
+    with contextlib.closing(throttled(session.stream(request))) as chunks:
+        for text, chunk in chunks:
+            if chunk.stats is None:
+                # If Stop lands here, this is what the conversation keeps.
+                yield conv.with_answer(text, "stopped before the end"), text
+            else:
+                yield conv.with_answer(text, format_stats(chunk.stats)), None
+                return
+    # Closed early (Stop): the finally of the model stream has already cancelled generation.
+    yield conv.with_answer(text, "stopped by you"), None
+
+
+class ChatTab:
+    """Builds the Chat tab and wires its events; the handlers work on plain data."""
+
+    def __init__(self, session: ModelSession) -> None:
+        self.session = session
+
+    # ---- handlers (plain data in, plain data out) -------------------------------------------------
+    def add_message(self, message: dict, conv: Conversation):
+        try:
+            conv = conv.send(message.get("text", ""), message.get("files", []))
+        except UserError as exc:
+            raise to_gr_error(exc) from None
+        return conv, render(conv), gr.MultimodalTextbox(value=None, interactive=False)
+
+    def answer(self, conv: Conversation, *settings_values):
+        if not conv.awaiting_answer:
+            yield conv, render(conv)
+            return
+        settings = ChatSettings(settings_values[0], tuple(settings_values[1:7]), *settings_values[7:])
+        try:
+            with contextlib.closing(stream_answer(self.session, conv, settings)) as steps:
+                for conv_now, pending in steps:
+                    # The partial answer is shown as pending; state keeps the conversation so far.
+                    shown = render(conv_now) if pending is None else render(conv, pending)
+                    yield conv_now, shown
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message, the app keeps serving
+            raise to_gr_error(exc) from None
+
+    def retry(self, conv: Conversation):
+        try:
+            conv = conv.retry()
+        except UserError as exc:
+            raise to_gr_error(exc) from None
+        return conv, render(conv)
+
+    def undo(self, conv: Conversation):
+        conv, turn = conv.undo()
+        box = {"text": turn.text, "files": [m.path for m in turn.media]} if turn else None
+        return conv, render(conv), box
+
+    def edit(self, conv: Conversation, data: gr.EditData):
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        value = data.value if isinstance(data.value, str) else str(data.value)
+        conv = conv.edit(index, value)
+        return conv, render(conv)
+
+    def api_chat(self, message: dict, system: str, max_new_tokens: float, temperature: float,
+                 max_image_tokens: float, conv: Conversation):
+        """/chat: send one message in this client's own conversation; streams the reply text."""
+        try:
+            files = [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files", [])]
+            conv = conv.send((message or {}).get("text", ""), files)
+            settings = ChatSettings(system or DEFAULT_SYSTEM, (max_new_tokens, temperature, 1.0, 0, 1.05, -1),
+                                    max_image_tokens, DEFAULT_FPS, DEFAULT_MAX_FRAMES, False)
+            with contextlib.closing(stream_answer(self.session, conv, settings)) as steps:
+                for conv_now, pending in steps:
+                    yield (pending if pending is not None else conv_now.turns[-1].text), conv_now
+        except Exception as exc:  # noqa: BLE001
+            raise to_gr_error(exc) from None
+
+    # ---- construction ---------------------------------------------------------------------------
+    def render(self) -> None:
+        conv = gr.State(Conversation())
+        chatbot = gr.Chatbot(
+            label="Conversation", height=560, editable="user", latex_delimiters=LATEX,
+            buttons=["copy", "copy_all"], placeholder="Ask about images and videos: attach them with 📎, "
+            "drag them in or paste them.", feedback_options=None,
+        )
+        box = gr.MultimodalTextbox(
+            placeholder="Message… (Enter to send, Shift+Enter for a new line)", file_count="multiple",
+            file_types=["image", "video"], sources=["upload"], stop_btn=True, show_label=False,
+            autofocus=True, elem_id="chat-input",
+        )
+        with gr.Accordion("Settings", open=False):
+            system = gr.Textbox(DEFAULT_SYSTEM, label="System prompt", lines=2)
+            with gr.Row():
+                max_image_tokens = image_tokens_slider()
+                fps = gr.Slider(0.1, 8, value=DEFAULT_FPS, step=0.1, label="Video sampling fps")
+                max_frames = gr.Slider(2, MAX_FRAMES_LIMIT, value=DEFAULT_MAX_FRAMES, step=2, label="Max video frames")
+            label_media = gr.Checkbox(False, label='Label media ("Picture 1:", "Video 1:") so you can refer to them')
+            with gr.Row():
+                sampling = SamplingControls.render()
+        examples = _examples()
+        if examples:
+            gr.Examples(examples=examples, inputs=[box], label="Examples (media made by this project)")
+
+        settings = [system, *sampling.components, max_image_tokens, fps, max_frames, label_media]
+        gen = {"concurrency_id": GPU_QUEUE, "concurrency_limit": 1}
+
+        sent = box.submit(self.add_message, [box, conv], [conv, chatbot, box], queue=False, api_visibility="private")
+        answered = sent.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
+        answered.then(lambda: gr.MultimodalTextbox(interactive=True), None, [box], api_visibility="private")
+        box.stop(lambda: gr.MultimodalTextbox(interactive=True), None, [box], cancels=[answered], queue=False,
+                 api_visibility="private")
+
+        retried = chatbot.retry(self.retry, [conv], [conv, chatbot], queue=False, api_visibility="private")
+        retried.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
+        chatbot.undo(self.undo, [conv], [conv, chatbot, box], queue=False, api_visibility="private")
+        edited = chatbot.edit(self.edit, [conv], [conv, chatbot], queue=False, api_visibility="private")
+        edited.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
+        chatbot.clear(lambda: Conversation(), None, [conv], queue=False, api_visibility="private")
+
+        # API-only endpoint: its own per-client conversation, returns the reply text.
+        with gr.Group(visible=False):
+            api_msg = gr.MultimodalTextbox(file_count="multiple")
+            api_system = gr.Textbox(DEFAULT_SYSTEM)
+            api_tokens = gr.Number(512, precision=0)
+            api_temp = gr.Number(0.0)
+            api_img_tokens = gr.Number(1280, precision=0)
+            api_out = gr.Textbox()
+            api_conv = gr.State(Conversation())
+            api_btn = gr.Button()
+            reset_btn = gr.Button()
+        api_btn.click(self.api_chat, [api_msg, api_system, api_tokens, api_temp, api_img_tokens, api_conv],
+                      [api_out, api_conv], api_name="chat", **gen)
+        reset_btn.click(lambda: ("", Conversation()), None, [api_out, api_conv], api_name="chat_reset", queue=False)
+
+
+def _examples() -> list[dict]:
+    pairs = [
+        ("shapes.png", "What shapes and colours do you see? Where is the red circle?"),
+        ("receipt.png", "Read this receipt and give the total."),
+        ("clock.mp4", "Describe what happens in this video, with times."),
+    ]
+    return [{"text": text, "files": [str(ASSETS / name)]} for name, text in pairs if (ASSETS / name).is_file()]

@@ -1,0 +1,112 @@
+"""Pieces every tab shares: the GPU queue id, sampling controls, stats footers and error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+
+from qvl_core.errors import GenerationError, UserError
+from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LIMIT
+from qvl_core.sampling import (
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS_LIMIT,
+    MAX_REPETITION_PENALTY,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    SamplingParams,
+    sampling_from_values,
+)
+from qvl_core.session import Chunk, GenerationStats
+
+log = logging.getLogger(__name__)
+
+# Every GPU-bound event in every tab shares this queue: the GPU serves one request at a time.
+GPU_QUEUE = "gpu"
+# Coalesce streamed text: the browser does not need more than ~20 updates a second.
+STREAM_INTERVAL_S = 0.05
+
+
+@dataclass
+class SamplingControls:
+    """The sampling sliders of one tab, in the order `to_sampling` expects them."""
+
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    repetition_penalty: gr.Slider
+    seed: gr.Number
+
+    @classmethod
+    def render(cls, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SamplingControls:
+        return cls(
+            max_new_tokens=gr.Slider(1, MAX_NEW_TOKENS_LIMIT, value=max_new_tokens, step=1, label="Max new tokens"),
+            temperature=gr.Slider(0, MAX_TEMPERATURE, value=0.0, step=0.05,
+                                  label="Temperature", info="0 = greedy (deterministic)"),
+            top_p=gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p"),
+            top_k=gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k", info="0 = off"),
+            repetition_penalty=gr.Slider(1.0, MAX_REPETITION_PENALTY, value=1.05, step=0.01,
+                                         label="Repetition penalty"),
+            seed=gr.Number(value=-1, precision=0, label="Seed", info="-1 = random"),
+        )
+
+    @property
+    def components(self) -> list[gr.components.Component]:
+        return [self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed]
+
+
+def to_sampling(max_new_tokens: float, temperature: float, top_p: float, top_k: float,
+                repetition_penalty: float, seed: float | None) -> SamplingParams:
+    """Slider values -> validated SamplingParams (UserError names the bad value)."""
+    return sampling_from_values(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
+
+
+def image_tokens_slider(value: int = DEFAULT_MAX_IMAGE_TOKENS) -> gr.Slider:
+    return gr.Slider(16, MAX_IMAGE_TOKENS_LIMIT, value=value, step=16, label="Max visual tokens per image",
+                     info="The resolution the model sees: one token covers 28x28 px (32x32 on Qwen3-VL).")
+
+
+def format_stats(stats: GenerationStats) -> str:
+    """The small footer under an answer: tokens, time to first token, speed, and why it ended."""
+    parts = [f"{stats.completion_tokens} tokens"]
+    if stats.ttft_s is not None:
+        parts.append(f"first token {stats.ttft_s:.2f} s")
+    if stats.decode_tps is not None:
+        parts.append(f"{stats.decode_tps:.1f} tok/s")
+    if stats.peak_gpu_mb is not None:
+        parts.append(f"peak {stats.peak_gpu_mb / 1024:.1f} GiB")
+    reason = {"length": "stopped at the token limit", "cancelled": "stopped by you"}.get(stats.finish_reason)
+    if reason:
+        parts.append(reason)
+    return " · ".join(parts)
+
+
+def to_gr_error(exc: Exception) -> gr.Error:
+    """User-fixable errors are shown verbatim; anything else gets a short message and a server log."""
+    if isinstance(exc, (UserError, GenerationError)):
+        return gr.Error(str(exc), print_exception=False)
+    log.exception("unexpected error in a handler", exc_info=exc)
+    return gr.Error(f"Something went wrong ({type(exc).__name__}); the app is still running. Details are in "
+                    "the server log.", print_exception=False)
+
+
+def throttled(stream: Iterator[Chunk], interval: float = STREAM_INTERVAL_S) -> Iterator[tuple[str, Chunk]]:
+    """Yield (text so far, last chunk) at most every `interval` seconds, and always at the end.
+
+    Closing this iterator closes the model stream (that is how Stop reaches the generation).
+    """
+    text = ""
+    last_emit = 0.0
+    with contextlib.closing(stream):
+        for chunk in stream:
+            text += chunk.text
+            now = time.monotonic()
+            if chunk.stats is not None or now - last_emit >= interval:
+                last_emit = now
+                yield text, chunk

@@ -1,0 +1,40 @@
+"""The app shell: header with model status, random-weights banner, and one tab per ability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from qvl_core.session import ModelSession
+
+from .chat import ChatTab
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
+RANDOM_BANNER = (
+    "⚠️ **Random weights loaded** ({kind}): this is a test checkpoint built by the project, so the answers are "
+    "noise. Start with a real model (`make run` or `--model Qwen/Qwen2.5-VL-7B-Instruct`) for real answers."
+)
+
+
+def header_markdown(session: ModelSession) -> str:
+    st = session.status()
+    return f"### QVL Studio\n<span class='qvl-status'>{st.summary()}</span>"
+
+
+def build_demo(session: ModelSession) -> gr.Blocks:
+    """Build the whole UI around an already loaded session (nothing heavy happens here)."""
+    st = session.status()
+    with gr.Blocks(title="QVL Studio") as demo:
+        header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
+        if st.random_weights:
+            gr.Markdown(RANDOM_BANNER.format(kind="scripted answer" if st.scripted else "random"),
+                        elem_id="random-banner", elem_classes=["qvl-banner"])
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                ChatTab(session).render()
+        # Memory in use changes as requests run: refresh the header now and then.
+        gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
+                          show_progress="hidden")
+    return demo
