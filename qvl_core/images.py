@@ -119,10 +119,24 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def prepare_image(img: Image.Image, family: FamilySpec, budget: PixelBudget) -> PreparedImage:
     """Resize to the exact size the model will see (the processor's resize is then a no-op)."""
     w, h = img.size
-    new_h, new_w = smart_resize(h, w, factor=family.factor,
-                                min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
+    new_h, new_w = fit_aspect(*smart_resize(h, w, factor=family.factor, min_pixels=budget.min_pixels,
+                                            max_pixels=budget.max_pixels), factor=family.factor)
     resized = img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     return PreparedImage(resized, (w, h), (new_w, new_h))
+
+
+def fit_aspect(height: int, width: int, *, factor: int) -> tuple[int, int]:
+    """Trim the long side by whole tokens until the ratio is within MAX_ASPECT_RATIO.
+
+    Rounding can push a 193:1 image to 201:1, which the processor would then refuse; one token less on
+    the long side fixes it (coordinates still map exactly: each axis has its own scale).
+    """
+    while max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        if height > width:
+            height -= factor
+        else:
+            width -= factor
+    return height, width
 
 
 def visual_tokens(input_size: tuple[int, int], family: FamilySpec) -> int:
