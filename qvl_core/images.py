@@ -85,7 +85,8 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_IMAGE_PIXE
         raise UserError(f"Image file {name!r} is empty.")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own limit (below) decides, with a message that names it; PIL's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(p)
             w, h = img.size
             if w * h > max_pixels:
@@ -97,7 +98,10 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_IMAGE_PIXE
             img = ImageOps.exif_transpose(img)
     except UserError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:  # far beyond our limit: PIL refuses before we see the size
+        raise UserError(f"Image {name!r} is over the limit of {max_pixels / 1e6:.0f} MP "
+                        f"(QVL_MAX_IMAGE_PIXELS): {exc}") from None
+    except UnidentifiedImageError as exc:
         raise UserError(f"File {name!r} is not an image this app can read ({type(exc).__name__}).") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"Image {name!r} is damaged or truncated: {exc}.") from None

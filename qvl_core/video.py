@@ -80,19 +80,21 @@ class SampledVideo:
 
 def frame_indices(total_frames: int, source_fps: float, budget: VideoBudget, *,
                   temporal_patch: int = 2) -> list[int]:
-    """Evenly spaced frame indices, an even count clamped to the budget (FACTS §5)."""
+    """An even number of frame indices, clamped to the budget (FACTS §5), at k * total / n.
+
+    The model places frame k at k / sample_fps seconds with sample_fps = n / total * source_fps, i.e. at
+    source frame k * total / n: sampling exactly there keeps every frame within one source frame of the
+    time the model assumes (linspace to the last frame drifts by up to a whole sampling step).
+    """
     if total_frames < 1:
         raise UserError("Video has no frames.")
     duration = total_frames / source_fps
-    wanted = duration * budget.fps
     upper = min(budget.max_frames, total_frames)
-    n = max(budget.min_frames, min(wanted, upper))
+    n = max(budget.min_frames, min(duration * budget.fps, upper))
     n = min(n, upper)  # a clip shorter than min_frames cannot give more frames than it has
     n = max(temporal_patch, int(n // temporal_patch) * temporal_patch)
-    if n > total_frames:
-        # 1-frame clips: repeat the only frame so the temporal patch is full.
-        return [i * total_frames // n for i in range(n)]
-    return np.rint(np.linspace(0, total_frames - 1, n)).astype(int).tolist()
+    # n > total only for 1-frame clips: the only frame repeats so the temporal patch is full.
+    return [k * total_frames // n for k in range(n)]
 
 
 def sample_frames(path: str | Path, family: FamilySpec, budget: VideoBudget | None = None) -> SampledVideo:

@@ -189,7 +189,15 @@ def test_frame_indices_even_clamped_and_spread(total, fps, budget, expected_n):
     assert len(idx) == expected_n and len(idx) % 2 == 0
     assert idx == sorted(idx) and idx[0] == 0 and idx[-1] <= total - 1
     if total >= expected_n:
-        assert idx[-1] == total - 1 and len(set(idx)) == len(idx)
+        assert len(set(idx)) == len(idx)
+        # Each frame sits where the model assumes it: k / sample_fps seconds, within one source frame.
+        sample_fps = expected_n / total * fps
+        assert all(abs(i / fps - k / sample_fps) < 1 / fps for k, i in enumerate(idx))
+
+
+def test_integral_rate_ratio_gives_exact_times():
+    """2 fps from a 10 fps clip must take every 5th frame exactly (0.0, 0.5, 1.0 ... s)."""
+    assert frame_indices(80, 10.0, VideoBudget()) == list(range(0, 80, 5))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"fps": 0}, "fps must be between"),

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny checkpoints built once per test run, sessions on them, generated media."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download anything
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from qvl_core.loading import LoadOptions
+from qvl_core.session import ModelSession
+from qvl_core.tiny import build_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory):
+    """Build (once) and return the folder of a tiny checkpoint: ckpt_dir(family, answer=None)."""
+    cache: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("ckpts")
+
+    def get(family: str = "qwen2_5_vl", answer: str | None = None) -> Path:
+        key = (family, answer)
+        if key not in cache:
+            out = root / f"{family}-{len(cache)}"
+            build_checkpoint(out, family=family, answer=answer)
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def make_session(ckpt_dir):
+    """A loaded ModelSession on a tiny checkpoint (shared per family/answer)."""
+    sessions: dict[tuple, ModelSession] = {}
+
+    def get(family: str = "qwen2_5_vl", answer: str | None = None) -> ModelSession:
+        key = (family, answer)
+        if key not in sessions:
+            s = ModelSession(LoadOptions(model=str(ckpt_dir(family, answer)), device="cpu"))
+            s.load()
+            sessions[key] = s
+        return sessions[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    """Images and a video made by the test run itself."""
+    import cv2
+
+    d = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(d / "noise.png")
+    Image.new("RGB", (1000, 500), (200, 30, 30)).save(d / "red.jpg")
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(d / "transparent.png")
+    writer = cv2.VideoWriter(str(d / "count.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(40):  # 4 s at 10 fps; each frame shows its own index as a grey level
+        writer.write(np.full((120, 160, 3), i * 6, np.uint8))
+    writer.release()
+    (d / "empty.png").write_bytes(b"")
+    (d / "fake.png").write_bytes(b"this is not a png at all")
+    (d / "fake.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    return d
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
