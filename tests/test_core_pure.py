@@ -70,9 +70,10 @@ def test_smart_resize_matches_installed_transformers():
 
 
 @settings(max_examples=300, deadline=None)
-@given(h=st.integers(1, 12000), w=st.integers(1, 12000), tokens=st.integers(32, 16384),  # >= 32: upscaling tiny images may overshoot a smaller cap
+@given(h=st.integers(1, 12000), w=st.integers(1, 12000), tokens=st.integers(32, 16384),
        family=st.sampled_from(sorted(FAMILIES)))
 def test_smart_resize_properties(h, w, tokens, family):
+    # tokens >= 32: upscaling a tiny image may overshoot a smaller cap (the reference rounds up).
     spec = family_for(family)
     if max(h, w) / min(h, w) > 200:
         with pytest.raises(UserError, match="aspect ratio"):

@@ -64,10 +64,11 @@ def test_several_images_are_labelled_and_fully_tokenized(make_session, media_dir
     assert "Picture 1: <|vision_start|>" in prompt and "Picture 3: <|vision_start|>" in prompt
     image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
     n_pad = int((prepared.inputs["input_ids"][0] == image_pad).sum())
-    expected = sum((w // s.family.factor) * (h // s.family.factor) for w, h in (im.input_size for im in prepared.images))
+    f = s.family.factor
+    expected = sum((w // f) * (h // f) for w, h in (im.input_size for im in prepared.images))
     assert n_pad == expected
     assert [im.original_size for im in prepared.images] == [(400, 300), (1000, 500), (64, 64)]
-    text, stats = s.generate(req)
+    _text, stats = s.generate(req)
     assert stats.completion_tokens > 0
 
 
@@ -88,7 +89,7 @@ def test_video_carries_its_true_sampling_rate(make_session, media_dir, family):
         prompt = s.loaded.processor.tokenizer.decode(prepared.inputs["input_ids"][0])
         # Frame pairs are stamped with the mean time of the pair: (0 + 0.5) / 2, (1 + 1.5) / 2, ...
         assert "<0.2 seconds>" in prompt and "<3.2 seconds>" in prompt
-    text, stats = s.generate(req)
+    _text, stats = s.generate(req)
     assert stats.completion_tokens > 0
 
 
