@@ -73,6 +73,33 @@ def media_dir(tmp_path_factory) -> Path:
     return d
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def launch_app():
+    """Launch build_demo(session) on a free port; closes every app at the end of the run."""
+    from ui.shell import build_demo
+
+    demos = []
+
+    def launch(session):
+        demo = build_demo(session)
+        demo.queue(default_concurrency_limit=1)
+        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+        demos.append(demo)
+        return demo
+
+    yield launch
+    for demo in demos:
+        demo.close()
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
