@@ -12,7 +12,9 @@ import gradio as gr
 
 from qvl_core.conversation import Conversation
 from qvl_core.errors import UserError
+from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS
 from qvl_core.messages import Turn
+from qvl_core.sampling import DEFAULT_MAX_NEW_TOKENS
 from qvl_core.session import GenerationRequest, ModelSession
 from qvl_core.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
 
@@ -26,6 +28,15 @@ LATEX = [
     {"left": "\\(", "right": "\\)", "display": False},
     {"left": "\\[", "right": "\\]", "display": True},
 ]
+
+
+# While a reply streams the box is locked and shows Stop instead of Send; afterwards the reverse.
+def busy_box() -> gr.MultimodalTextbox:
+    return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True)
+
+
+def idle_box() -> gr.MultimodalTextbox:
+    return gr.MultimodalTextbox(interactive=True, submit_btn=True, stop_btn=False)
 
 
 def render(conv: Conversation, pending: str | None = None) -> list[dict]:
@@ -102,7 +113,7 @@ class ChatTab:
             conv = conv.send(message.get("text", ""), message.get("files", []))
         except UserError as exc:
             raise to_gr_error(exc) from None
-        return conv, render(conv), gr.MultimodalTextbox(value=None, interactive=False)
+        return conv, render(conv), busy_box()
 
     def answer(self, conv: Conversation, *settings_values):
         if not conv.awaiting_answer:
@@ -136,18 +147,19 @@ class ChatTab:
         conv = conv.edit(index, value)
         return conv, render(conv)
 
-    def api_chat(self, message: dict, system: str, max_new_tokens: float, temperature: float,
-                 max_image_tokens: float, conv: Conversation):
+    def api_chat(self, message: dict, system: str, max_new_tokens: float, temperature: float, top_p: float,
+                 top_k: float, repetition_penalty: float, seed: float, max_image_tokens: float, fps: float,
+                 max_frames: float, conv: Conversation):
         """/chat: send one message in this client's own conversation; streams the reply text."""
         try:
             files = [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files", [])]
             conv = conv.send((message or {}).get("text", ""), files)
-            settings = ChatSettings(system or DEFAULT_SYSTEM, (max_new_tokens, temperature, 1.0, 0, 1.05, -1),
-                                    max_image_tokens, DEFAULT_FPS, DEFAULT_MAX_FRAMES, False)
+            settings = ChatSettings(system, (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed),
+                                    max_image_tokens, fps, max_frames, len(conv.media) > 1)
             with contextlib.closing(stream_answer(self.session, conv, settings)) as steps:
                 for conv_now, pending in steps:
                     yield (pending if pending is not None else conv_now.turns[-1].text), conv_now
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
 
     # ---- construction ---------------------------------------------------------------------------
@@ -160,7 +172,7 @@ class ChatTab:
         )
         box = gr.MultimodalTextbox(
             placeholder="Message… (Enter to send, Shift+Enter for a new line)", file_count="multiple",
-            file_types=["image", "video"], sources=["upload"], stop_btn=True, show_label=False,
+            file_types=["image", "video"], sources=["upload"], submit_btn=True, stop_btn=False, show_label=False,
             autofocus=True, elem_id="chat-input",
         )
         with gr.Accordion("Settings", open=False):
@@ -181,9 +193,8 @@ class ChatTab:
 
         sent = box.submit(self.add_message, [box, conv], [conv, chatbot, box], queue=False, api_visibility="private")
         answered = sent.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
-        answered.then(lambda: gr.MultimodalTextbox(interactive=True), None, [box], api_visibility="private")
-        box.stop(lambda: gr.MultimodalTextbox(interactive=True), None, [box], cancels=[answered], queue=False,
-                 api_visibility="private")
+        answered.then(idle_box, None, [box], api_visibility="private", queue=False)
+        box.stop(idle_box, None, [box], cancels=[answered], queue=False, api_visibility="private")
 
         retried = chatbot.retry(self.retry, [conv], [conv, chatbot], queue=False, api_visibility="private")
         retried.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
@@ -192,19 +203,26 @@ class ChatTab:
         edited.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
         chatbot.clear(lambda: Conversation(), None, [conv], queue=False, api_visibility="private")
 
-        # API-only endpoint: its own per-client conversation, returns the reply text.
+        # API-only endpoint: its own per-client conversation (gr.State), returns the reply text.
         with gr.Group(visible=False):
-            api_msg = gr.MultimodalTextbox(file_count="multiple")
-            api_system = gr.Textbox(DEFAULT_SYSTEM)
-            api_tokens = gr.Number(512, precision=0)
-            api_temp = gr.Number(0.0)
-            api_img_tokens = gr.Number(1280, precision=0)
-            api_out = gr.Textbox()
+            api_inputs = [
+                gr.MultimodalTextbox(file_count="multiple", label="message"),
+                gr.Textbox(DEFAULT_SYSTEM, label="system"),
+                gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="max_new_tokens"),
+                gr.Number(0.0, label="temperature"),
+                gr.Number(1.0, label="top_p"),
+                gr.Number(0, precision=0, label="top_k"),
+                gr.Number(1.05, label="repetition_penalty"),
+                gr.Number(-1, precision=0, label="seed"),
+                gr.Number(DEFAULT_MAX_IMAGE_TOKENS, precision=0, label="max_image_tokens"),
+                gr.Number(DEFAULT_FPS, label="fps"),
+                gr.Number(DEFAULT_MAX_FRAMES, precision=0, label="max_frames"),
+            ]
+            api_out = gr.Textbox(label="reply")
             api_conv = gr.State(Conversation())
             api_btn = gr.Button()
             reset_btn = gr.Button()
-        api_btn.click(self.api_chat, [api_msg, api_system, api_tokens, api_temp, api_img_tokens, api_conv],
-                      [api_out, api_conv], api_name="chat", **gen)
+        api_btn.click(self.api_chat, [*api_inputs, api_conv], [api_out, api_conv], api_name="chat", **gen)
         reset_btn.click(lambda: ("", Conversation()), None, [api_out, api_conv], api_name="chat_reset", queue=False)
 
 

@@ -30,7 +30,7 @@ def build_demo(session: ModelSession) -> gr.Blocks:
         header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
         if st.random_weights:
             gr.Markdown(RANDOM_BANNER.format(kind="scripted answer" if st.scripted else "random"),
-                        elem_id="random-banner", elem_classes=["qvl-banner"])
+                        elem_id="random-banner", container=False)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 ChatTab(session).render()
