@@ -10,11 +10,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .envvars import env_int
 from .errors import UserError
 from .families import FamilySpec
 
 # Named limits. Pixels of the ORIGINAL file, checked from the header before decoding.
-MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; above this a file is refused as a decompression bomb
+MAX_IMAGE_PIXELS = env_int("QVL_MAX_IMAGE_PIXELS", 64_000_000)  # ~8000x8000; above: refused as a decompression bomb
 MAX_ASPECT_RATIO = 200  # the model's resizer refuses more extreme shapes (FACTS §2)
 # Visual-token budget per image (one token covers factor x factor pixels).
 DEFAULT_MIN_IMAGE_TOKENS = 4

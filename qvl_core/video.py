@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .envvars import env_float
 from .errors import UserError
 from .families import FamilySpec
 from .images import smart_resize
@@ -17,7 +18,7 @@ DEFAULT_FPS = 2.0
 MIN_FRAMES = 4
 DEFAULT_MAX_FRAMES = 64
 MAX_FRAMES_LIMIT = 768
-DEFAULT_MAX_DURATION_S = 3 * 3600
+DEFAULT_MAX_DURATION_S = env_float("QVL_MAX_VIDEO_SECONDS", 3 * 3600.0)
 # Per-frame visual tokens (after the 2x2 merge) and the budget for the whole clip.
 DEFAULT_MIN_FRAME_TOKENS = 16
 DEFAULT_MAX_FRAME_TOKENS = 256

@@ -226,3 +226,18 @@ def test_serve_flags_and_env(monkeypatch):
 def test_bad_auth_is_explained():
     with pytest.raises(UserError, match="USER:PASS"):
         _serve(["--auth", "nopassword"])
+
+
+def test_limits_from_environment(monkeypatch):
+    from qvl_core.envvars import env_float, env_int
+
+    monkeypatch.setenv("QVL_MAX_IMAGE_PIXELS", "1000000")
+    assert env_int("QVL_MAX_IMAGE_PIXELS", 5) == 1_000_000
+    monkeypatch.setenv("QVL_MAX_VIDEO_SECONDS", "lots")
+    with pytest.raises(UserError, match="QVL_MAX_VIDEO_SECONDS must be a number"):
+        env_float("QVL_MAX_VIDEO_SECONDS", 1.0)
+    monkeypatch.setenv("QVL_MAX_IMAGE_PIXELS", "-3")
+    with pytest.raises(UserError, match="must be positive"):
+        env_int("QVL_MAX_IMAGE_PIXELS", 5)
+    monkeypatch.delenv("QVL_MAX_IMAGE_PIXELS")
+    assert env_int("QVL_MAX_IMAGE_PIXELS", 5) == 5
