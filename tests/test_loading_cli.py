@@ -1,0 +1,126 @@
+"""Model loading choices (default model, dtype, attention, quantization) and the `qvl` command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qvl_core import loading
+from qvl_core.errors import UserError
+from qvl_core.loading import LoadOptions, choose_attention, choose_dtype, default_model_id
+from qvl_core.messages import user_turn
+from qvl_core.sampling import SamplingParams
+from qvl_core.session import GenerationRequest, ModelSession
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fake_cuda(monkeypatch, *, free_gb: float | None, bf16: bool = True):
+    import torch
+
+    monkeypatch.delenv("QVL_MODEL", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: free_gb is not None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (int((free_gb or 0) * 2**30), 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+
+
+@pytest.mark.parametrize(("free_gb", "expected"), [
+    (None, loading.DEFAULT_MODEL_SMALL), (12.0, loading.DEFAULT_MODEL_SMALL), (70.0, loading.DEFAULT_MODEL_LARGE),
+])
+def test_default_model_depends_on_free_gpu_memory(monkeypatch, free_gb, expected):
+    _fake_cuda(monkeypatch, free_gb=free_gb)
+    assert default_model_id() == expected
+
+
+def test_model_env_overrides_the_default(monkeypatch):
+    monkeypatch.setenv("QVL_MODEL", "/models/mine")
+    assert default_model_id() == "/models/mine"
+
+
+def test_dtype_is_always_explicit(monkeypatch):
+    """The official demo silently loaded fp32 on GPU unless a flag was passed."""
+    _fake_cuda(monkeypatch, free_gb=70.0)
+    assert choose_dtype(LoadOptions(), "cuda") == "bfloat16"
+    _fake_cuda(monkeypatch, free_gb=70.0, bf16=False)
+    assert choose_dtype(LoadOptions(), "cuda") == "float16"
+    assert choose_dtype(LoadOptions(), "cpu") == "float32"
+    assert choose_dtype(LoadOptions(dtype="bfloat16"), "cpu") == "bfloat16"
+
+
+def test_attention_choice(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name))
+    assert choose_attention(LoadOptions(), "cuda") == "flash_attention_2"
+    assert choose_attention(LoadOptions(), "cpu") == "sdpa"
+    assert choose_attention(LoadOptions(attn="eager"), "cuda") == "eager"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name))
+    assert choose_attention(LoadOptions(), "cuda") == "sdpa"
+    with pytest.raises(UserError, match="needs the flash-attn package"):
+        choose_attention(LoadOptions(attn="flash_attention_2"), "cuda")
+
+
+def test_cuda_requested_without_a_gpu(monkeypatch):
+    _fake_cuda(monkeypatch, free_gb=None)
+    with pytest.raises(UserError, match="no CUDA GPU is visible"):
+        loading.choose_device(LoadOptions(device="cuda"))
+
+
+@pytest.mark.parametrize(("field", "value"), [("dtype", "float8"), ("attn", "magic"), ("quantization", "int3")])
+def test_bad_load_options_are_named(field, value):
+    with pytest.raises(UserError, match=f"{field} must be one of"):
+        LoadOptions(**{field: value})
+
+
+def test_int8_weight_only_quantization_loads_and_answers(ckpt_dir):
+    pytest.importorskip("torchao")
+    answer = "quantized but exact"
+    s = ModelSession(LoadOptions(model=str(ckpt_dir("qwen2_5_vl", answer)), device="cpu", quantization="int8"))
+    assert s.status().quantization == "int8"
+    lm = s.load()
+    assert "Int8" in type(lm.model.model.language_model.layers[0].mlp.up_proj.weight).__name__
+    req = GenerationRequest(turns=(user_turn("q"),), sampling=SamplingParams(max_new_tokens=40))
+    assert s.generate(req)[0] == answer
+
+
+# ---- the command line --------------------------------------------------------------------------------
+def _qvl(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-m", "qvl_core.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def test_cli_chat_streams_the_answer(ckpt_dir, media_dir):
+    answer = "Two shapes.\nDone."
+    out = _qvl("chat", str(media_dir / "red.jpg"), str(media_dir / "count.avi"), "--prompt", "What is here?",
+               "--model", str(ckpt_dir("qwen2_5_vl", answer)), "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == answer + "\n"
+    assert "tokens, stop" in out.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--prompt", "hi", "--model", "/no/such/folder"], "Model folder '/no/such/folder' does not exist"),
+    (["notes.pdf", "--prompt", "hi"], "'notes.pdf' is not a supported image or video"),
+    (["--prompt", "hi", "--temperature", "9"], "temperature must be between 0.0 and 2.0"),
+])
+def test_cli_errors_are_one_line_and_non_zero(ckpt_dir, args, message):
+    if "--model" not in args:
+        args = [*args, "--model", str(ckpt_dir("qwen2_5_vl"))]
+    out = _qvl("chat", *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("qvl: error:") and message in lines[-1]
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_with_a_missing_model_fails_at_start_with_one_message():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "app.py", "--model", "/no/such/folder"], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "qvl: Model folder '/no/such/folder' does not exist." in out.stderr
