@@ -275,3 +275,19 @@ def test_load_is_thread_safe_and_happens_once(ckpt_dir, monkeypatch):
     for t in threads:
         t.join()
     assert calls["n"] == 1
+
+
+def test_decoder_keeps_grounding_special_tokens_and_drops_control_tokens(make_session):
+    """Regression: decoding with skip_special_tokens=True stripped Qwen2-VL's <|box_start|> markers."""
+    from qvl_core.session import IncrementalDecoder
+
+    tok = make_session("qwen2_vl").loaded.processor.tokenizer
+    ids = [*tok.encode("the cat", add_special_tokens=False)]
+    marked = ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>"]
+    seq = [tok.convert_tokens_to_ids(marked[0]), *ids, tok.convert_tokens_to_ids(marked[1]),
+           tok.convert_tokens_to_ids(marked[2]), *tok.encode("(1,2),(3,4)", add_special_tokens=False),
+           tok.convert_tokens_to_ids("<|box_end|>"), tok.convert_tokens_to_ids("<|im_end|>")]
+    dec = IncrementalDecoder(tok)
+    text = "".join(dec.add([i]) for i in seq) + dec.flush()
+    assert text == "<|object_ref_start|>the cat<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>"
+    assert dec.count == len(seq)
