@@ -1,12 +1,14 @@
-"""The `qvl` command: `serve` the web app, or answer one `chat` prompt in the terminal."""
+"""The `qvl` command: `serve` the web app, `chat` about media, `ground` things in an image."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import add_model_args, load_options
 from .errors import GenerationError, UserError
@@ -30,8 +32,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_chat(ns: argparse.Namespace) -> int:
-    sampling = sampling_from_values(max_new_tokens=ns.max_new_tokens, temperature=ns.temperature, top_p=ns.top_p,
-                                    top_k=ns.top_k, repetition_penalty=ns.repetition_penalty, seed=ns.seed)
+    sampling = _sampling(ns)
     request = GenerationRequest(
         turns=(user_turn(ns.prompt, ns.files),), sampling=sampling, system=ns.system,
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
@@ -48,6 +49,41 @@ def cmd_chat(ns: argparse.Namespace) -> int:
     if stats and not ns.quiet:
         tps = f", {stats.decode_tps:.1f} tok/s" if stats.decode_tps else ""
         print(f"[{stats.completion_tokens} tokens, {stats.finish_reason}{tps}]", file=sys.stderr)
+    return 0
+
+
+def _sampling(ns: argparse.Namespace):
+    return sampling_from_values(max_new_tokens=ns.max_new_tokens, temperature=ns.temperature, top_p=ns.top_p,
+                                top_k=ns.top_k, repetition_penalty=ns.repetition_penalty, seed=ns.seed)
+
+
+def cmd_ground(ns: argparse.Namespace) -> int:
+    from .drawing import draw_detections
+    from .grounding import build_prompt
+    from .grounding_task import ground
+    from .images import open_image
+
+    session = ModelSession(load_options(ns))
+    prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
+    result = None
+    with contextlib.closing(ground(session, ns.image, prompt, sampling=_sampling(ns),
+                                   max_image_tokens=ns.max_image_tokens)) as steps:
+        for step in steps:
+            result = step.result or result
+    assert result is not None
+    detections = result.detections_json()
+    text = json.dumps(detections, indent=2, ensure_ascii=False)
+    if ns.json:
+        Path(ns.json).write_text(text + "\n")
+    else:
+        print(text)
+    if ns.draw:
+        draw_detections(open_image(ns.image), list(result.detections)).save(ns.draw)
+    if not ns.quiet:
+        print(f"[{len(detections)} found; image {result.image_size[0]}x{result.image_size[1]}, model saw "
+              f"{result.input_size[0]}x{result.input_size[1]}; {result.stats.finish_reason}]", file=sys.stderr)
+        if not detections:
+            print(f"[the model found nothing; its answer: {result.raw[:500]!r}]", file=sys.stderr)
     return 0
 
 
@@ -73,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(chat)
     _add_sampling_args(chat)
     chat.set_defaults(func=cmd_chat)
+
+    from .grounding import PRESETS
+    from .grounding_task import DEFAULT_GROUNDING_MAX_NEW_TOKENS
+
+    grd = sub.add_parser("ground", help="boxes/points for an image, in original pixels, as JSON (+ a drawing)")
+    grd.add_argument("image")
+    grd.add_argument("text", nargs="?", default="", help="categories, a description, or what to count/point at")
+    grd.add_argument("--preset", default="Detect", choices=PRESETS)
+    grd.add_argument("--prompt", default=None, help="send this prompt as is instead of the preset's")
+    grd.add_argument("--json", default=None, help="write the detections here (default: stdout)")
+    grd.add_argument("--draw", default=None, help="write the image with boxes and points drawn here (PNG/JPEG)")
+    grd.add_argument("--quiet", "-q", action="store_true")
+    add_model_args(grd)
+    _add_sampling_args(grd)
+    grd.set_defaults(func=cmd_ground, max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
     return parser
 
 

@@ -21,10 +21,13 @@ class Conversation:
 
     turns: tuple[Turn, ...] = ()
     notes: tuple[str, ...] = ()
+    # Display-only picture per turn (e.g. the image with the answer's boxes drawn), or None.
+    figures: tuple[str | None, ...] = ()
 
     def __post_init__(self) -> None:
-        if len(self.notes) != len(self.turns):
-            object.__setattr__(self, "notes", tuple(self.notes) + ("",) * (len(self.turns) - len(self.notes)))
+        n = len(self.turns)
+        object.__setattr__(self, "notes", (tuple(self.notes) + ("",) * n)[:n])
+        object.__setattr__(self, "figures", (tuple(self.figures) + (None,) * n)[:n])
 
     @property
     def media(self) -> list[Media]:
@@ -49,16 +52,16 @@ class Conversation:
                 f"This conversation would hold {len(self.media) + len(turn.media)} images/videos, over the "
                 f"limit of {MAX_MEDIA_PER_CONVERSATION}. Clear the chat to start a new one."
             )
-        return Conversation((*self.turns, turn), (*self.notes, ""))
+        return Conversation((*self.turns, turn), self.notes, self.figures)
 
-    def with_answer(self, text: str, note: str = "") -> Conversation:
+    def with_answer(self, text: str, note: str = "", figure: str | None = None) -> Conversation:
         """Set the assistant answer to the last user message (replacing a partial one being streamed)."""
         base = self.without_trailing_answer()
-        return Conversation((*base.turns, Turn("assistant", text)), (*base.notes, note))
+        return Conversation((*base.turns, Turn("assistant", text)), (*base.notes, note), (*base.figures, figure))
 
     def without_trailing_answer(self) -> Conversation:
         if self.turns and self.turns[-1].role == "assistant":
-            return Conversation(self.turns[:-1], self.notes[:-1])
+            return self.truncate(len(self.turns) - 1)
         return self
 
     def retry(self) -> Conversation:
@@ -73,11 +76,11 @@ class Conversation:
         base = self.without_trailing_answer()
         if not base.turns:
             return base, None
-        return Conversation(base.turns[:-1], base.notes[:-1]), base.turns[-1]
+        return base.truncate(len(base.turns) - 1), base.turns[-1]
 
     def truncate(self, index: int) -> Conversation:
         """Keep turns [0, index)."""
-        return Conversation(self.turns[:index], self.notes[:index])
+        return Conversation(self.turns[:index], self.notes[:index], self.figures[:index])
 
     def edit(self, index: int, text: str) -> Conversation:
         """Replace the text of turn `index`. A user edit drops everything after it (to be answered again)."""
@@ -86,6 +89,8 @@ class Conversation:
         turn = self.turns[index]
         edited = replace(turn, text=text)
         if turn.role == "user":
-            return Conversation((*self.turns[:index], edited), (*self.notes[:index], ""))
+            return Conversation((*self.turns[:index], edited), self.notes[:index], self.figures[:index])
+        # An edited answer no longer matches its drawing: drop the figure.
         return Conversation((*self.turns[:index], edited, *self.turns[index + 1:]),
-                            (*self.notes[:index], "edited", *self.notes[index + 1:]))
+                            (*self.notes[:index], "edited", *self.notes[index + 1:]),
+                            (*self.figures[:index], None, *self.figures[index + 1:]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 import gradio as gr
 
 from qvl_core.conversation import Conversation
+from qvl_core.drawing import draw_detections
 from qvl_core.errors import UserError
-from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS
+from qvl_core.grounding import parse_grounding
+from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.messages import Turn
 from qvl_core.sampling import DEFAULT_MAX_NEW_TOKENS
-from qvl_core.session import GenerationRequest, ModelSession
+from qvl_core.session import GenerationRequest, GenerationStats, ModelSession
 from qvl_core.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, throttled, to_gr_error, to_sampling
@@ -42,21 +45,22 @@ def idle_box() -> gr.MultimodalTextbox:
 def render(conv: Conversation, pending: str | None = None) -> list[dict]:
     """Conversation -> Chatbot messages. Display formatting lives only here, never in `conv`."""
     out: list[dict] = []
-    for turn, note in zip(conv.turns, conv.notes, strict=True):
-        out.append(_render_turn(turn, note))
+    for turn, note, figure in zip(conv.turns, conv.notes, conv.figures, strict=True):
+        out.append(_render_turn(turn, note, figure))
     if pending is not None:
         out.append({"role": "assistant", "content": pending or "…"})
     return out
 
 
-def _render_turn(turn: Turn, note: str) -> dict:
+def _render_turn(turn: Turn, note: str, figure: str | None) -> dict:
     if turn.role == "user":
         content: list[Any] = [{"path": m.path} for m in turn.media]
         if turn.text:
             content.append(turn.text)
         return {"role": "user", "content": content}
     text = turn.text if turn.text else "*(empty answer)*"
-    return {"role": "assistant", "content": f"{text}\n\n<sub>{note}</sub>" if note else text}
+    text = f"{text}\n\n<sub>{note}</sub>" if note else text
+    return {"role": "assistant", "content": [text, {"path": figure}] if figure else text}
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,28 @@ def stream_answer(session: ModelSession, conv: Conversation, settings: ChatSetti
                 # If Stop lands here, this is what the conversation keeps.
                 yield conv.with_answer(text, "stopped before the end"), text
             else:
-                yield conv.with_answer(text, format_stats(chunk.stats)), None
+                figure = grounding_figure(session, conv, text, chunk.stats)
+                yield conv.with_answer(text, format_stats(chunk.stats), figure), None
                 return
     # Closed early (Stop): the finally of the model stream has already cancelled generation.
     yield conv.with_answer(text, "stopped by you"), None
+
+
+def grounding_figure(session: ModelSession, conv: Conversation, text: str, stats: GenerationStats) -> str | None:
+    """If the answer holds boxes or points, draw them on the latest image of the conversation.
+
+    The coordinates refer to the last image the model saw; its exact input size comes from the stats.
+    """
+    images = [m for m in conv.media if m.kind == "image"]
+    if not images or not stats.image_input_sizes:
+        return None
+    detections = parse_grounding(text, family=session.family, input_size=stats.image_input_sizes[-1],
+                                 image_size=stats.image_original_sizes[-1])
+    if not detections:
+        return None
+    out = Path(tempfile.mkdtemp(prefix="qvl-chat-")) / "grounding.png"
+    draw_detections(open_image(images[-1].path), detections).save(out)
+    return str(out)
 
 
 class ChatTab:

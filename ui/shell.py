@@ -9,6 +9,7 @@ import gradio as gr
 from qvl_core.session import ModelSession
 
 from .chat import ChatTab
+from .grounding import GroundingTab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
@@ -34,6 +35,8 @@ def build_demo(session: ModelSession) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 ChatTab(session).render()
+            with gr.Tab("Grounding", id="grounding"):
+                GroundingTab(session).render()
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")

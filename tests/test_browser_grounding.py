@@ -1,0 +1,34 @@
+"""Tier 3, real browser: the Grounding tab runs a preset and shows the annotated image, table and count."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import browser_page
+from tests.test_grounding_app import ORIGINAL, scripted_answer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path, artifacts):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    img = Image.new("RGB", ORIGINAL, (240, 240, 240))
+    img.paste((200, 30, 30), (250, 125, 500, 375))
+    img.save(photo)
+    url = launch_app(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl"))).local_url
+    with browser_page() as page:
+        page.goto(url)
+        page.get_by_role("tab", name="Grounding").click()
+        page.set_input_files("#ground-image input[type=file]", str(photo))
+        page.wait_for_selector("text=The model will see this image as 1008×504 px")
+        page.fill("#ground-text textarea", "red box")
+        page.wait_for_function("document.querySelector('#ground-prompt textarea').value.includes('red box')")
+        page.click("#ground-run")
+        page.wait_for_selector("#ground-summary >> text=2 found")
+        assert page.locator("#ground-annotated img").count() >= 1
+        legend = page.locator("#ground-annotated").inner_text()
+        assert "red box" in legend and "dot" in legend
+        assert "250" in page.locator("#ground-table").inner_text()
+        page.screenshot(path=str(artifacts / "grounding.png"), full_page=True)

@@ -1,0 +1,174 @@
+"""Grounding end to end: scripted answers in each family's convention come out exact in original pixels
+through the tab handler, the /ground API and the `qvl ground` command; bad input gives clear messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import gradio as gr
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from qvl_core.families import family_for
+from qvl_core.grounding_task import ground, planned_input_size
+from ui.grounding import GroundingTab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A 1000x500 photo is seen by the 28-px families as 1008x504 and by Qwen3-VL (32 px) as 992x512.
+ORIGINAL = (1000, 500)
+EXPECTED_BOX = (250.0, 125.0, 500.0, 375.0)
+EXPECTED_POINT = (700.0, 250.0)
+
+
+def scripted_answer(family: str) -> str:
+    """The model's answer for EXPECTED_BOX/POINT, written in that family's own coordinate convention."""
+    spec = family_for(family)
+    if spec.coords == "absolute":
+        (iw, ih), _ = planned_input_size(ORIGINAL, spec, 1280)
+        sx, sy = iw / ORIGINAL[0], ih / ORIGINAL[1]
+        x1, y1, x2, y2 = (round(EXPECTED_BOX[0] * sx), round(EXPECTED_BOX[1] * sy), round(EXPECTED_BOX[2] * sx),
+                          round(EXPECTED_BOX[3] * sy))
+        px, py = round(EXPECTED_POINT[0] * sx), round(EXPECTED_POINT[1] * sy)
+        return (f'```json\n[\n  {{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "red box"}},\n  '
+                f'{{"point_2d": [{px}, {py}], "label": "dot"}}\n]\n```\nThere are 2 objects.')
+    # 0-1000 normalised over the original image.
+    b = [round(EXPECTED_BOX[0] / ORIGINAL[0] * 1000), round(EXPECTED_BOX[1] / ORIGINAL[1] * 1000),
+         round(EXPECTED_BOX[2] / ORIGINAL[0] * 1000), round(EXPECTED_BOX[3] / ORIGINAL[1] * 1000)]
+    p = [round(EXPECTED_POINT[0] / ORIGINAL[0] * 1000), round(EXPECTED_POINT[1] / ORIGINAL[1] * 1000)]
+    if spec.box_syntax == "special_tokens":
+        return (f"<|object_ref_start|>red box<|object_ref_end|><|box_start|>({b[0]},{b[1]}),({b[2]},{b[3]})"
+                f"<|box_end|> and the dot at <points x1=\"{p[0]}\" y1=\"{p[1]}\" alt=\"dot\">dot</points>")
+    return (f'```json\n[{{"bbox_2d": {b}, "label": "red box"}}, {{"point_2d": {p}, "label": "dot"}}]\n```')
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ground") / "photo.png"
+    img = Image.new("RGB", ORIGINAL, (240, 240, 240))
+    img.paste((200, 30, 30), (250, 125, 500, 375))
+    img.save(path)
+    return str(path)
+
+
+def _check(detections: list[dict]) -> None:
+    boxes = [d for d in detections if d["bbox_2d"]]
+    points = [d for d in detections if d["point_2d"]]
+    assert len(boxes) == 1 and len(points) == 1
+    assert boxes[0]["label"] == "red box" and points[0]["label"] == "dot"
+    assert boxes[0]["bbox_2d"] == pytest.approx(list(EXPECTED_BOX), abs=1.0)
+    assert points[0]["point_2d"] == pytest.approx(list(EXPECTED_POINT), abs=1.0)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_scripted_boxes_are_exact_in_original_pixels(make_session, photo, family):
+    session = make_session(family, scripted_answer(family))
+    *_, last = ground(session, photo, "Find the red box and the dot.")
+    result = last.result
+    assert result.image_size == ORIGINAL
+    assert result.input_size == planned_input_size(ORIGINAL, session.family, 1280)[0]
+    _check(result.detections_json())
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_tab_handler_streams_then_draws(make_session, photo, family):
+    tab = GroundingTab(make_session(family, scripted_answer(family)))
+    steps = list(tab.run(photo, "Detect", "red box", "", 1280, 2048, 0.0, 1.0, 0, 1.05, -1))
+    annotated, rows, summary, json_path, raw, prompt = steps[-1]
+    assert "red box" in prompt and raw == scripted_answer(family)
+    assert "**2 found**" in summary and "1000×500" in summary
+    image, annotations = annotated.value["image"], annotated.value["annotations"]
+    assert image is not None and {a["label"] for a in annotations} >= {"red box"}
+    with open(json_path) as f:
+        _check(json.load(f))
+    row = next(r for r in rows if r[0] == "red box")
+    assert row[2:6] == pytest.approx(list(EXPECTED_BOX), abs=1.0)
+
+
+def test_tab_with_random_weights_reports_nothing_found(make_session, photo):
+    tab = GroundingTab(make_session("qwen2_5_vl"))
+    *_, last = tab.run(photo, "Count", "apples", "", 256, 24, 0.0, 1.0, 0, 1.05, -1)
+    _annotated, rows, summary, *_ = last
+    assert "found nothing" in summary and rows == []
+
+
+@pytest.mark.parametrize(("image_kind", "message"), [
+    (None, "Add an image first"),
+    ("strip", "aspect ratio"),
+    ("fake", "is not an image"),
+])
+def test_tab_bad_input_is_a_message(make_session, tmp_path, image_kind, message):
+    tab = GroundingTab(make_session("qwen2_5_vl"))
+    image = None
+    if image_kind == "strip":
+        image = str(tmp_path / "strip.png")
+        Image.new("RGB", (3000, 10)).save(image)
+    elif image_kind == "fake":
+        image = str(tmp_path / "fake.png")
+        (tmp_path / "fake.png").write_text("nope")
+    with pytest.raises(gr.Error, match=message):
+        list(tab.run(image, "Detect", "cat", "", 1280, 64, 0.0, 1.0, 0, 1.05, -1))
+
+
+def test_preset_without_text_is_explained(make_session, photo):
+    tab = GroundingTab(make_session("qwen2_5_vl"))
+    with pytest.raises(gr.Error, match="Detect"):
+        list(tab.run(photo, "Detect", "   ", "", 1280, 64, 0.0, 1.0, 0, 1.05, -1))
+
+
+def test_resolution_info(make_session, photo):
+    tab = GroundingTab(make_session("qwen2_5_vl"))
+    assert tab.resolution_info(photo, 1280) == ("The model will see this image as 1008×504 px = 648 visual tokens "
+                                                "(original 1000×500).")
+
+
+@pytest.mark.slow
+def test_ground_api(make_session, launch_app, photo):
+    demo = launch_app(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")))
+    client = Client(demo.local_url, verbose=False)
+    drawn, detections = client.predict(image=handle_file(photo), text="red box", api_name="/ground")
+    _check(detections)
+    assert Image.open(drawn).size == ORIGINAL
+    with pytest.raises(Exception, match="Detect"):
+        client.predict(image=handle_file(photo), text="", api_name="/ground")
+
+
+@pytest.mark.slow
+def test_cli_ground_writes_json_and_drawing(ckpt_dir, photo, tmp_path):
+    out_json, out_png = tmp_path / "d.json", tmp_path / "d.png"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.run(
+        [sys.executable, "-m", "qvl_core.cli", "ground", photo, "red box", "--model",
+         str(ckpt_dir("qwen3_vl", scripted_answer("qwen3_vl"))), "--device", "cpu", "--json", str(out_json),
+         "--draw", str(out_png)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    _check(json.loads(out_json.read_text()))
+    assert "2 found" in proc.stderr and Image.open(out_png).size == ORIGINAL
+
+
+def test_chat_answer_with_boxes_shows_the_drawn_image(make_session, photo):
+    from qvl_core.conversation import Conversation
+    from ui.chat import ChatTab
+
+    tab = ChatTab(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")))
+    conv, _, _ = tab.add_message({"text": "Where is the red box?", "files": [photo]}, Conversation())
+    *_, (conv, shown) = tab.answer(conv, "", 2048, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False)
+    figure = conv.figures[-1]
+    assert figure and Image.open(figure).size == ORIGINAL
+    # The red box was drawn over: the drawn edge differs from the original pixel there.
+    assert Image.open(figure).convert("RGB").getpixel((250, 250)) != Image.open(photo).getpixel((250, 250))
+    assert shown[-1]["content"][1] == {"path": figure}
+    assert conv.turns[-1].text == scripted_answer("qwen2_5_vl")  # the model's raw text is untouched
+
+
+def test_chat_answer_without_coordinates_has_no_figure(make_session, photo):
+    from qvl_core.conversation import Conversation
+    from ui.chat import ChatTab
+
+    tab = ChatTab(make_session("qwen2_5_vl", "Just words, no boxes."))
+    conv, _, _ = tab.add_message({"text": "Hi", "files": [photo]}, Conversation())
+    *_, (conv, shown) = tab.answer(conv, "", 64, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False)
+    assert conv.figures[-1] is None and isinstance(shown[-1]["content"], str)
