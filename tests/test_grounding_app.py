@@ -99,6 +99,7 @@ def test_tab_with_random_weights_reports_nothing_found(make_session, photo):
     (None, "Add an image first"),
     ("strip", "aspect ratio"),
     ("fake", "is not an image"),
+    ("bomb", "over the limit of 64 MP"),
 ])
 def test_tab_bad_input_is_a_message(make_session, tmp_path, image_kind, message):
     tab = GroundingTab(make_session("qwen2_5_vl"))
@@ -109,8 +110,20 @@ def test_tab_bad_input_is_a_message(make_session, tmp_path, image_kind, message)
     elif image_kind == "fake":
         image = str(tmp_path / "fake.png")
         (tmp_path / "fake.png").write_text("nope")
+    elif image_kind == "bomb":
+        image = str(tmp_path / "bomb.png")
+        Image.new("1", (10000, 10000)).save(image)
     with pytest.raises(gr.Error, match=message):
         list(tab.run(image, "Detect", "cat", "", 1280, 64, 0.0, 1.0, 0, 1.05, -1))
+
+
+def test_tiny_image_is_upscaled_not_refused(make_session, tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (6, 4), (255, 0, 0)).save(tiny)
+    *_, last = ground(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")), str(tiny), "Find it")
+    assert last.result.image_size == (6, 4)
+    for d in last.result.detections:  # coordinates land inside the 6x4 original
+        assert d.box is None or (0 <= d.box[0] <= d.box[2] <= 6 and 0 <= d.box[1] <= d.box[3] <= 4)
 
 
 def test_preset_without_text_is_explained(make_session, photo):
