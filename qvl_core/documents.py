@@ -20,11 +20,13 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .envvars import env_int
 from .errors import UserError
 from .images import MAX_IMAGE_PIXELS, open_image
 
 # --- Named limits ---------------------------------------------------------------------------------
-MAX_PDF_PAGES = 50  # pages per job (PDF pages or TIFF frames); a page range selects fewer from a longer file
+# Pages per job (PDF pages or TIFF frames); a page range selects fewer from a longer file.
+MAX_PDF_PAGES = env_int("QVL_MAX_PDF_PAGES", 50)
 DEFAULT_DPI = 150  # enough for body text; 300 dpi quadruples pixels and the model resizes them away anyway
 MIN_DPI = 50
 MAX_DPI = 300

@@ -9,6 +9,7 @@ import gradio as gr
 from qvl_core.session import ModelSession
 
 from .chat import ChatTab
+from .documents import DocumentsTab
 from .grounding import GroundingTab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -37,6 +38,8 @@ def build_demo(session: ModelSession) -> gr.Blocks:
                 ChatTab(session).render()
             with gr.Tab("Grounding", id="grounding"):
                 GroundingTab(session).render()
+            with gr.Tab("Documents", id="documents"):
+                DocumentsTab(session).render()
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")
