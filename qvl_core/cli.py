@@ -1,4 +1,4 @@
-"""The `qvl` command: `serve` the web app, `chat` about media, `ground` things in an image."""
+"""The `qvl` command: `serve` the web app, `chat` about media, `ground` things in an image, `parse` documents."""
 
 from __future__ import annotations
 
@@ -87,6 +87,81 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     return 0
 
 
+PARSE_FORMATS = {"html": ".html", "md": ".md", "json": ".json", "text": ".txt"}
+
+
+def _document_inputs(items: list[str]) -> list[Path]:
+    from .documents import DOCUMENT_SUFFIXES
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in DOCUMENT_SUFFIXES)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UserError(f"{item!r} does not exist.")
+    if not out:
+        raise UserError("No PDF or page image found in the given paths.")
+    return out
+
+
+def cmd_parse(ns: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .docparse_task import (
+        DEFAULT_DOC_IMAGE_TOKENS,
+        MODES,
+        JobOptions,
+        PageCache,
+        job_html,
+        job_json,
+        job_markdown,
+        job_text,
+        parse_fields,
+        run_job,
+    )
+
+    inputs = _document_inputs(ns.inputs)
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mode = MODES[3] if ns.fields else MODES[0]
+    options = JobOptions(mode=mode, pages=ns.pages, dpi=ns.dpi, sampling=_sampling(ns),
+                         max_image_tokens=ns.max_image_tokens or DEFAULT_DOC_IMAGE_TOKENS,
+                         fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1)
+    session = ModelSession(load_options(ns))
+    cache = PageCache(out / ".qvl-cache", session, options)
+    render = {"html": job_html, "md": job_markdown, "text": job_text,
+              "json": lambda pages: json.dumps(job_json(pages), indent=2, ensure_ascii=False)}[ns.format]
+    failures = 0
+    for path in inputs:  # one output per input file, written as soon as that file is done
+        target = out / (path.stem + PARSE_FORMATS[ns.format])
+        last = None
+        with tqdm(desc=path.name, unit="page", file=sys.stderr, disable=ns.quiet) as bar, \
+                contextlib.closing(run_job(session, [path], options, cache=cache)) as job:
+            for progress in job:
+                if (bar.total, bar.n) != (progress.total_pages, len(progress.done)):
+                    bar.total, bar.n = progress.total_pages, len(progress.done)
+                    bar.refresh()
+                last = progress
+        assert last is not None
+        for error in last.errors:
+            print(f"qvl: error: {error}", file=sys.stderr)
+        if last.done:
+            target.write_text(render(list(last.done)), encoding="utf-8")
+            truncated = [p.page_number for p in last.done if p.truncated]
+            if not ns.quiet:
+                reused = sum(p.cached for p in last.done)
+                print(f"[{path.name}: {len(last.done)} pages ({reused} from an earlier run) -> {target}]",
+                      file=sys.stderr)
+            if truncated and not ns.quiet:
+                print(f"qvl: warning: {path.name} pages {truncated} hit --max-new-tokens and may be cut short",
+                      file=sys.stderr)
+        failures += bool(last.errors)
+    return 1 if failures else 0
+
+
 def cmd_serve(ns: argparse.Namespace) -> int:
     from ui.launch import main as serve_main  # the web UI lives outside qvl_core (Gradio)
 
@@ -124,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(grd)
     _add_sampling_args(grd)
     grd.set_defaults(func=cmd_ground, max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
+
+    from .docparse_task import DEFAULT_DOC_MAX_NEW_TOKENS
+    from .documents import DEFAULT_DPI
+
+    prs = sub.add_parser("parse", help="documents (PDFs, page images, folders) -> HTML / Markdown / JSON / text")
+    prs.add_argument("inputs", nargs="+", help="files or folders (searched recursively)")
+    prs.add_argument("--format", choices=sorted(PARSE_FORMATS), default="md")
+    prs.add_argument("--out", required=True, help="output folder: one file per input; re-runs resume from here")
+    prs.add_argument("--pages", default=None, help="page range, e.g. 1-5 or 2,4,7-9 (default: all)")
+    prs.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF render resolution")
+    prs.add_argument("--fields", default=None, help="extract these fields as JSON instead (list or JSON schema)")
+    prs.add_argument("--quiet", "-q", action="store_true")
+    add_model_args(prs)
+    _add_sampling_args(prs)
+    prs.set_defaults(func=cmd_parse, max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS, max_image_tokens=None)
     return parser
 
 
@@ -141,6 +231,9 @@ def run(func: Callable[[argparse.Namespace], int], ns: argparse.Namespace) -> in
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would bury the answer and our own progress
     ns = build_parser().parse_args(argv)
     return run(ns.func, ns)
 

@@ -7,11 +7,12 @@ boxes; Markdown and plain text are derived from that HTML. "Extract fields" asks
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html as html_lib
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,7 @@ class PageResult:
     blocks: tuple[LayoutBlock, ...] = ()
     fields: dict | None = None
     field_problems: tuple[str, ...] = ()
+    cached: bool = False  # taken from an earlier run's PageCache, not generated now
 
     @property
     def label(self) -> str:
@@ -195,6 +197,7 @@ class JobOptions:
     max_image_tokens: int = DEFAULT_DOC_IMAGE_TOKENS
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS))
     fields: FieldSpec | None = None
+    clamp_pages: bool = False  # one range over many files: pages past a file's end are skipped, not an error
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -238,9 +241,51 @@ def page_result(session: ModelSession, page: DocumentPage, mode: str, raw: str, 
     return result
 
 
-def run_job(session: ModelSession, paths: Sequence[str | Path], options: JobOptions) -> Iterator[JobProgress]:
+class PageCache:
+    """Finished pages on disk, so a long batch can be resumed: a re-run skips pages already done.
+
+    Keyed by the file's content hash and every setting that changes the answer, so an edited file or a new
+    setting is parsed afresh rather than served stale.
+    """
+
+    def __init__(self, root: Path, session: ModelSession, options: JobOptions) -> None:
+        self.root = root
+        self.settings = json.dumps({"model": session.loaded.model_id, "prompt": options.prompt(), "dpi": options.dpi,
+                                    "tokens": options.max_image_tokens, "sampling": options.sampling.as_dict()},
+                                   sort_keys=True)
+
+    def _path(self, source: str | Path, page_number: int) -> Path:
+        digest = hashlib.sha256()
+        with open(source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(self.settings.encode())
+        return self.root / f"{Path(source).stem}-{digest.hexdigest()[:16]}" / f"page-{page_number:04d}.json"
+
+    def get(self, source: str | Path, page_number: int) -> tuple[str, GenerationStats] | None:
+        path = self._path(source, page_number)
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        stats = data["stats"]
+        for key in ("image_input_sizes", "image_original_sizes"):
+            stats[key] = tuple(tuple(v) for v in stats[key])
+        return data["raw"], GenerationStats(**stats)
+
+    def put(self, source: str | Path, result: PageResult) -> None:
+        path = self._path(source, result.page_number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"raw": result.raw, "stats": asdict(result.stats)}, ensure_ascii=False),
+                       encoding="utf-8")
+        tmp.replace(path)  # atomic: an interrupted run never leaves a half-written page behind
+
+
+def run_job(session: ModelSession, paths: Sequence[str | Path], options: JobOptions, *,
+            cache: PageCache | None = None) -> Iterator[JobProgress]:
     """Parse every page of every file, streaming progress. A bad file is reported and the job goes on;
-    closing the iterator (Stop) ends the job and keeps the pages already done."""
+    closing the iterator (Stop) ends the job and keeps the pages already done. With a cache, pages parsed
+    by an earlier run are taken from it instead of the model."""
     if not paths:
         raise UserError("Add at least one PDF or page image.")
     # Count (and so check) every file first: bad files and page limits are reported before any GPU time is
@@ -262,16 +307,25 @@ def run_job(session: ModelSession, paths: Sequence[str | Path], options: JobOpti
         for path, _n in docs:
             name = Path(path).name
             try:
-                pages_iter = load_document(path, dpi=options.dpi, pages=options.pages, max_pages=options.max_pages)
+                pages_iter = load_document(path, dpi=options.dpi, pages=options.pages, max_pages=options.max_pages,
+                                           clamp_pages=options.clamp_pages)
                 with contextlib.closing(pages_iter):
                     for page in pages_iter:
                         label = f"{name} · page {page.page_number}/{page.n_pages}"
+                        cached = cache.get(path, page.page_number) if cache else None
+                        if cached is not None:
+                            result = page_result(session, page, options.mode, *cached, options.fields)
+                            done.append(PageResult(**{**result.__dict__, "cached": True}))
+                            yield JobProgress(tuple(done), total, label, "", tuple(errors))
+                            continue
                         with contextlib.closing(parse_page(session, page, options, Path(tmp))) as steps:
                             for partial, result in steps:
                                 if result is None:
                                     yield JobProgress(tuple(done), total, label, partial, tuple(errors))
                                 else:
                                     done.append(result)
+                                    if cache is not None and result.stats.finish_reason != "cancelled":
+                                        cache.put(path, result)
                                     yield JobProgress(tuple(done), total, label, "", tuple(errors))
             except (UserError, GenerationError) as exc:
                 # One broken file (or page) must not lose the pages already parsed.
@@ -290,7 +344,7 @@ def _pages_in(path: str | Path, options: JobOptions) -> int:
 
     suffix = Path(path).suffix.lower()
     n = count_pages(path) if suffix in (".pdf", ".tif", ".tiff") else 1
-    return len(parse_page_range(options.pages, n))
+    return len(parse_page_range(options.pages, n, clamp=options.clamp_pages))
 
 
 # ---- whole-job outputs ---------------------------------------------------------------------------------

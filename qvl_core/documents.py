@@ -52,10 +52,11 @@ class DocumentPage:
     n_pages: int
 
 
-def parse_page_range(spec: str | None, n_pages: int) -> list[int]:
+def parse_page_range(spec: str | None, n_pages: int, *, clamp: bool = False) -> list[int]:
     """'1-5', '2,4,7-9', '3-' (to the end), '-4', 'all' or None -> sorted 0-based page indices.
 
-    Raises UserError for malformed specs and for pages beyond `n_pages`, naming the page count.
+    Raises UserError for malformed specs and for pages beyond `n_pages`, naming the page count. With
+    `clamp` (one range applied to many files of different lengths), pages past the end are left out.
     """
     if n_pages <= 0:
         raise UserError("The document has no pages.")
@@ -75,12 +76,15 @@ def parse_page_range(spec: str | None, n_pages: int) -> list[int]:
                 raise UserError(f"Page range {part!r} runs backwards; write it as {hi}-{lo}.")
         else:
             lo = hi = _page_number(part, spec)
-        if hi > n_pages:
+        if clamp:
+            hi = min(hi, n_pages)
+        elif hi > n_pages:
             raise UserError(f"Page range {spec!r} asks for page {hi}, but the document has {n_pages} "
                             f"page{'s' if n_pages != 1 else ''}.")
         pages.update(range(lo - 1, hi))
     if not pages:
-        raise UserError(f"Page range {spec!r} selects no pages; write e.g. 1-5 or 2,4,7-9.")
+        raise UserError(f"Page range {spec!r} selects no pages of this {n_pages}-page document; "
+                        "write e.g. 1-5 or 2,4,7-9.")
     return sorted(pages)
 
 
@@ -215,7 +219,7 @@ def count_pages(path: str | os.PathLike[str]) -> int:
 
 
 def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pages: str | None = None,
-                  max_pages: int = MAX_PDF_PAGES) -> Iterator[DocumentPage]:
+                  max_pages: int = MAX_PDF_PAGES, clamp_pages: bool = False) -> Iterator[DocumentPage]:
     """Pages of a PDF or image file as `DocumentPage`s, in page order, one at a time.
 
     `pages` is a user's page range ('1-5', '2,4', 'all'/None). Everything that can be checked before
@@ -226,7 +230,7 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
     suffix = p.suffix.lower()
     paged = suffix in PDF_SUFFIXES or suffix in TIFF_SUFFIXES
     n_pages = count_pages(p) if paged else 1  # a PNG/JPEG is decoded once, below, not also to count it
-    indices = parse_page_range(pages, n_pages)
+    indices = parse_page_range(pages, n_pages, clamp=clamp_pages)
     if len(indices) > max_pages:
         what = "the selected range has" if pages and pages.strip().lower() not in ("all", "*") else "it has"
         raise UserError(

@@ -178,3 +178,13 @@ def test_field_specs_and_schema_validation():
         parse_fields('{"type": "object"}')
     with pytest.raises(UserError, match="Extract fields needs"):
         JobOptions(mode=MODES[3])
+
+
+def test_one_page_range_over_files_of_different_lengths(make_session, tmp_path):
+    session = make_session("qwen2_5_vl", REPORT_HTML)
+    pdf = make_pdf(tmp_path / "two.pdf", 2)
+    png = tmp_path / "one.png"
+    Image.new("RGB", PAGE, "white").save(png)
+    last = final(run_job(session, [pdf, png], options(pages="1-2", clamp_pages=True)))
+    assert [(p.source, p.page_number) for p in last.done] == [("two.pdf", 1), ("two.pdf", 2), ("one.png", 1)]
+    assert not last.errors

@@ -81,3 +81,47 @@ def test_hostile_document_preview_runs_nothing_in_a_real_browser(make_session, l
         assert page.evaluate("window.__pwned") is None and page.title() == "QVL Studio"
         assert not [u for u in requests if "evil.example" in u]
         page.screenshot(path=str(artifacts / "documents.png"), full_page=True)
+
+
+def _qvl(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": root}
+    return subprocess.run([sys.executable, "-m", "qvl_core.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_parse_writes_one_output_per_file_and_resumes(ckpt_dir, tmp_path):
+    model = str(ckpt_dir("qwen2_5_vl", REPORT_HTML))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_pdf(docs / "a.pdf", 2)
+    Image.new("RGB", (800, 1000), "white").save(docs / "b.png")
+    out = tmp_path / "out"
+    first = _qvl("parse", str(docs), "--out", str(out), "--format", "md", "--model", model, "--device", "cpu",
+                 "--pages", "1-2")
+    assert first.returncode == 0, first.stderr
+    assert "[a.pdf: 2 pages (0 from an earlier run)" in first.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["a.md", "b.md"]
+    assert "## Quarterly report" in (out / "a.md").read_text()
+    again = _qvl("parse", str(docs / "a.pdf"), "--out", str(out), "--format", "json", "--model", model,
+                 "--device", "cpu", "--pages", "1-2")
+    assert again.returncode == 0, again.stderr
+    assert "[a.pdf: 2 pages (2 from an earlier run)" in again.stderr  # resumed: nothing regenerated
+    pages = json.loads((out / "a.json").read_text())
+    assert [p["page"] for p in pages] == [1, 2] and pages[0]["blocks"][0]["kind"] == "heading"
+
+
+@pytest.mark.slow
+def test_cli_parse_bad_file_is_one_line_and_non_zero(ckpt_dir, tmp_path):
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.4 garbage")
+    res = _qvl("parse", str(bad), "--out", str(tmp_path / "o"), "--model", str(ckpt_dir("qwen2_5_vl")),
+               "--device", "cpu", "-q")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("qvl: error:")]
+    assert len(errors) == 1 and "broken.pdf" in errors[0]

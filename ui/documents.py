@@ -74,17 +74,19 @@ class DocumentsTab:
     def __init__(self, session: ModelSession) -> None:
         self.session = session
 
-    def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values) -> JobOptions:
+    def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,
+                n_files: int = 1) -> JobOptions:
         spec = parse_fields(fields) if mode == MODES[3] else None
         return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=float(dpi),
-                          max_image_tokens=int(max_tokens), sampling=to_sampling(*sampling_values), fields=spec)
+                          max_image_tokens=int(max_tokens), sampling=to_sampling(*sampling_values), fields=spec,
+                          clamp_pages=n_files > 1)
 
     def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
             *sampling_values, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
         """Stream a whole job. Views change when a page finishes; the live box streams the current page."""
         skip = gr.skip()
         try:
-            options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values)
+            options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []))
             outdir = Path(tempfile.mkdtemp(prefix="qvl-docjob-"))
             downloads: list[str] = []
             shown = 0
