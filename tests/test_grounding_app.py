@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = (1000, 500)
 EXPECTED_BOX = (250.0, 125.0, 500.0, 375.0)
 EXPECTED_POINT = (700.0, 250.0)
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 
 
 def scripted_answer(family: str) -> str:
@@ -63,7 +64,7 @@ def _check(detections: list[dict]) -> None:
     assert points[0]["point_2d"] == pytest.approx(list(EXPECTED_POINT), abs=1.0)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_scripted_boxes_are_exact_in_original_pixels(make_session, photo, family):
     session = make_session(family, scripted_answer(family))
     *_, last = ground(session, photo, "Find the red box and the dot.")
@@ -73,7 +74,7 @@ def test_scripted_boxes_are_exact_in_original_pixels(make_session, photo, family
     _check(result.detections_json())
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_tab_handler_streams_then_draws(make_session, photo, family):
     tab = GroundingTab(make_session(family, scripted_answer(family)))
     steps = list(tab.run(photo, "Detect", "red box", "", 1280, 2048, 0.0, 1.0, 0, 1.05, -1))
@@ -139,8 +140,9 @@ def test_resolution_info(make_session, photo):
 
 
 @pytest.mark.slow
-def test_ground_api(make_session, launch_app, photo):
-    demo = launch_app(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ground_api(make_session, launch_app, photo, family):
+    demo = launch_app(make_session(family, scripted_answer(family)))
     client = Client(demo.local_url, verbose=False)
     drawn, detections = client.predict(image=handle_file(photo), text="red box", api_name="/ground")
     _check(detections)
@@ -150,12 +152,13 @@ def test_ground_api(make_session, launch_app, photo):
 
 
 @pytest.mark.slow
-def test_cli_ground_writes_json_and_drawing(ckpt_dir, photo, tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cli_ground_writes_json_and_drawing(ckpt_dir, photo, tmp_path, family):
     out_json, out_png = tmp_path / "d.json", tmp_path / "d.png"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
     proc = subprocess.run(
         [sys.executable, "-m", "qvl_core.cli", "ground", photo, "red box", "--model",
-         str(ckpt_dir("qwen3_vl", scripted_answer("qwen3_vl"))), "--device", "cpu", "--json", str(out_json),
+         str(ckpt_dir(family, scripted_answer(family))), "--device", "cpu", "--json", str(out_json),
          "--draw", str(out_png)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _check(json.loads(out_json.read_text()))
