@@ -139,14 +139,22 @@ class ModelSession:
             kwargs["min_tokens"] = int(request.min_image_tokens)
         return PixelBudget.from_tokens(self.family, **kwargs)
 
-    def prepare(self, request: GenerationRequest) -> PreparedInputs:
-        """Decode and resize media, render the chat template, run the processor. CPU only, no lock."""
+    def prepare(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
+                ) -> PreparedInputs:
+        """Decode and resize media, render the chat template, run the processor. CPU only, no lock.
+
+        `videos`, when given, are clips the caller already sampled (e.g. trimmed), in the order of the
+        conversation's videos; otherwise each video is sampled here with `request.video`.
+        """
         lm = self.load()
         plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
         budget = self.image_budget(request)
         images = tuple(prepare_image(open_image(m.path, max_pixels=MAX_IMAGE_PIXELS), lm.family, budget)
                        for m in plan.images)
-        videos = tuple(sample_frames(m.path, lm.family, request.video) for m in plan.videos)
+        if videos is None:
+            videos = tuple(sample_frames(m.path, lm.family, request.video) for m in plan.videos)
+        elif len(videos) != len(plan.videos):
+            raise ValueError(f"{len(videos)} pre-sampled videos for {len(plan.videos)} in the conversation")
         prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True)
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         # Our own resize already fixed every size; an open pixel range makes the processor's a no-op.
