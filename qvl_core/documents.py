@@ -33,6 +33,9 @@ MAX_DPI = 300
 # Pixel budget of one rendered page (A3 at 300 dpi is 17.4 MP). Bigger pages (posters, drawings) are rendered
 # at a lower resolution to fit rather than refused.
 MAX_PAGE_PIXELS = 20_000_000
+# A 600-dpi A3 scan is ~70 MP: legitimate for a page. Page images may be this large (twice the chat limit)
+# and are downscaled to MAX_PAGE_PIXELS right after decoding instead of being refused.
+MAX_PAGE_SOURCE_PIXELS = env_int("QVL_MAX_PAGE_SOURCE_PIXELS", 2 * MAX_IMAGE_PIXELS)
 PDF_SUFFIXES = (".pdf",)
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_DOC_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", *TIFF_SUFFIXES)
@@ -214,8 +217,18 @@ def count_pages(path: str | os.PathLike[str]) -> int:
     if suffix in TIFF_SUFFIXES:
         with _open_tiff(p, name) as img:
             return int(getattr(img, "n_frames", 1))
-    open_image(p)  # validates (bombs, damage) with the image module's messages
+    open_page_image(p)  # validates (bombs, damage) with the image module's messages
     return 1
+
+
+def open_page_image(path: str | os.PathLike[str]) -> Image.Image:
+    """A page image decoded (bomb-checked against MAX_PAGE_SOURCE_PIXELS) and downscaled to MAX_PAGE_PIXELS."""
+    img = open_image(path, max_pixels=MAX_PAGE_SOURCE_PIXELS)
+    w, h = img.size
+    if w * h > MAX_PAGE_PIXELS:
+        scale = math.sqrt(MAX_PAGE_PIXELS / (w * h))
+        img.thumbnail((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return img
 
 
 def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pages: str | None = None,
@@ -242,7 +255,7 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
     elif suffix in TIFF_SUFFIXES and n_pages > 1:
         images = _tiff_frames(p, name, indices)
     else:
-        images = iter([open_image(p)])  # decoded now: a damaged image fails at the call
+        images = iter([open_page_image(p)])  # decoded now: a damaged image fails at the call
     return _pages(images, indices, name, n_pages)
 
 

@@ -188,3 +188,22 @@ def test_one_page_range_over_files_of_different_lengths(make_session, tmp_path):
     last = final(run_job(session, [pdf, png], options(pages="1-2", clamp_pages=True)))
     assert [(p.source, p.page_number) for p in last.done] == [("two.pdf", 1), ("two.pdf", 2), ("one.png", 1)]
     assert not last.errors
+
+
+def test_enormous_page_image_is_downscaled_not_refused(tmp_path):
+    """A 600-dpi A3 scan (~70 MP) is over the chat image limit but is a legitimate page."""
+    from qvl_core.documents import MAX_PAGE_PIXELS, load_document
+
+    scan = tmp_path / "a3-600dpi.png"
+    Image.new("RGB", (7016, 9921), "white").save(scan)
+    (page,) = list(load_document(scan))
+    w, h = page.image.size
+    assert w * h <= MAX_PAGE_PIXELS and abs(w / h - 7016 / 9921) < 0.01
+
+
+def test_random_weights_job_completes_with_structure(make_session, tmp_path):
+    """On the noise-answering tiny checkpoint: every page is processed and reported, whatever the text."""
+    pdf = make_pdf(tmp_path / "noise.pdf", 2)
+    last = final(run_job(make_session("qwen2_5_vl"), [pdf], options(sampling=SamplingParams(max_new_tokens=16))))
+    assert last.finished and [p.page_number for p in last.done] == [1, 2]
+    assert all(isinstance(p.markdown, str) and p.stats.completion_tokens <= 16 for p in last.done)
