@@ -125,3 +125,19 @@ def test_cli_parse_bad_file_is_one_line_and_non_zero(ckpt_dir, tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("qvl: error:")]
     assert len(errors) == 1 and "broken.pdf" in errors[0]
+
+
+def test_stop_in_the_tab_keeps_finished_pages_and_their_downloads(make_session, tmp_path):
+    tab = DocumentsTab(make_session("qwen2_5_vl", REPORT_HTML))
+    pdf = make_pdf(tmp_path / "three.pdf", 3)
+    run = tab.run([str(pdf)], MODES[0], "", "", 150, 4096, *SAMPLING, progress=lambda *a, **k: None)
+    kept = None
+    for out in run:
+        if isinstance(out[0], list) and len(out[0]) == 1:
+            kept = out
+            break
+    run.close()  # what Stop does
+    state, *_, downloads = kept
+    assert [p.page_number for p in state] == [1]
+    md = Path(next(d for d in downloads if d.endswith(".md"))).read_text()
+    assert "three.pdf · page 1/3" in md and "page 2/3" not in md
