@@ -48,7 +48,7 @@ def bench_size(size: str, *, tokens: int, repeats: int, device: str, image: Path
     from qvl_core.sampling import SamplingParams
     from qvl_core.session import GenerationRequest, ModelSession
     from qvl_core.tiny import build_checkpoint
-    from ui.shell import build_demo
+    from ui.shell import LAUNCH_KWARGS, build_demo
 
     work = Path(tempfile.mkdtemp(prefix=f"qvl-bench-{size}-"))
     ckpt = build_checkpoint(work / "ckpt", family="qwen2_5_vl", answer=_answer_with_pieces(tokens + 8), size=size)
@@ -79,7 +79,7 @@ def bench_size(size: str, *, tokens: int, repeats: int, device: str, image: Path
 
     demo = build_demo(session)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
+    demo.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True, **LAUNCH_KWARGS)
     client = Client(demo.local_url, verbose=False)
 
     def app() -> float:

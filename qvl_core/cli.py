@@ -1,4 +1,4 @@
-"""The `qvl` command: `serve` the web app, `chat` about media, `ground` things in an image, `parse` documents."""
+"""The `qvl` command: `serve` the app, `chat` about media, `ground` things, `parse` documents, ask about a `video`."""
 
 from __future__ import annotations
 
@@ -162,6 +162,33 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_video(ns: argparse.Namespace) -> int:
+    from .timespans import format_timestamp
+    from .video_task import ask_video
+
+    session = ModelSession(load_options(ns))
+    budget = VideoBudget(fps=ns.fps, max_frames=ns.max_frames)
+    answer = None
+    shown = 0
+    with contextlib.closing(ask_video(session, ns.video, ns.question, budget=budget, start=ns.start, end=ns.end,
+                                      sampling=_sampling(ns))) as steps:
+        for step in steps:
+            sys.stdout.write(step.raw[shown:])  # stream the answer as it comes
+            sys.stdout.flush()
+            shown = len(step.raw)
+            answer = step.answer or answer
+    sys.stdout.write("\n")
+    assert answer is not None
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False) + "\n")
+    if not ns.quiet:
+        spans = ", ".join(format_timestamp(s.start) + (f"-{format_timestamp(s.end)}" if s.end is not None else "")
+                          for s in answer.spans)
+        print(f"[{len(answer.video.indices)} frames at {answer.video.fps:.2f} fps; spans: {spans or 'none'}]",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_serve(ns: argparse.Namespace) -> int:
     from ui.launch import main as serve_main  # the web UI lives outside qvl_core (Gradio)
 
@@ -214,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(prs)
     _add_sampling_args(prs)
     prs.set_defaults(func=cmd_parse, max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS, max_image_tokens=None)
+
+    vid = sub.add_parser("video", help="ask about a video; answers stream, times come out in seconds of the file")
+    vid.add_argument("video")
+    vid.add_argument("question")
+    vid.add_argument("--start", type=float, default=None, help="trim: first second to look at")
+    vid.add_argument("--end", type=float, default=None, help="trim: last second to look at")
+    vid.add_argument("--json", default=None, help="write the time spans here")
+    vid.add_argument("--quiet", "-q", action="store_true")
+    add_model_args(vid)
+    _add_sampling_args(vid)
+    vid.set_defaults(func=cmd_video)
     return parser
 
 

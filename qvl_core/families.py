@@ -27,9 +27,6 @@ class FamilySpec:
     temporal_patch_size: int = 2
     # Whether the model encodes absolute time for video (second_per_grid_ts / timestamps).
     absolute_time: bool = True
-    # Where the model's video clock starts: Qwen2.5-VL counts temporal positions from the first sampled frame;
-    # Qwen3-VL reads "<t seconds>" stamps written from the source frame indices, i.e. times in the file.
-    video_clock: Literal["first_frame", "source"] = "first_frame"
 
     @property
     def factor(self) -> int:
@@ -46,10 +43,8 @@ FAMILIES: dict[str, FamilySpec] = {
         FamilySpec("qwen2_vl", "Qwen2-VL", patch_size=14, coords="norm1000",
                    box_syntax="special_tokens", absolute_time=False),
         FamilySpec("qwen2_5_vl", "Qwen2.5-VL", patch_size=14, coords="absolute", box_syntax="json"),
-        FamilySpec("qwen3_vl", "Qwen3-VL", patch_size=16, coords="norm1000", box_syntax="json",
-                   video_clock="source"),
-        FamilySpec("qwen3_vl_moe", "Qwen3-VL (MoE)", patch_size=16, coords="norm1000", box_syntax="json",
-                   video_clock="source"),
+        FamilySpec("qwen3_vl", "Qwen3-VL", patch_size=16, coords="norm1000", box_syntax="json"),
+        FamilySpec("qwen3_vl_moe", "Qwen3-VL (MoE)", patch_size=16, coords="norm1000", box_syntax="json"),
     )
 }
 

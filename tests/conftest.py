@@ -84,14 +84,14 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def launch_app():
     """Launch build_demo(session) on a free port; closes every app at the end of the run."""
-    from ui.shell import build_demo
+    from ui.shell import LAUNCH_KWARGS, build_demo
 
     demos = []
 
     def launch(session):
         demo = build_demo(session)
         demo.queue(default_concurrency_limit=1)
-        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **LAUNCH_KWARGS)
         demos.append(demo)
         return demo
 

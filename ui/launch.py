@@ -10,7 +10,7 @@ from qvl_core.config import ServeConfig, add_serve_args, serve_config
 from qvl_core.errors import UserError
 from qvl_core.session import ModelSession
 
-from .shell import CSS, build_demo
+from .shell import LAUNCH_KWARGS, build_demo
 
 log = logging.getLogger("qvl")
 
@@ -23,7 +23,7 @@ def launch(config: ServeConfig, *, block: bool = True):
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     demo.launch(
         server_name=config.host, server_port=config.port, share=config.share, auth=config.auth,
-        max_file_size=config.max_file_size, css=CSS, prevent_thread_lock=not block,
+        max_file_size=config.max_file_size, prevent_thread_lock=not block, **LAUNCH_KWARGS,
         footer_links=["api", "gradio"],
     )
     return demo

@@ -11,9 +11,12 @@ from qvl_core.session import ModelSession
 from .chat import ChatTab
 from .documents import DocumentsTab
 from .grounding import GroundingTab
+from .video import SEEK_JS, VideoTab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
+# Page-level settings every launch uses (the app, tests, benchmarks): our CSS and the one script we add.
+LAUNCH_KWARGS = {"css": CSS, "head": SEEK_JS}
 RANDOM_BANNER = (
     "⚠️ **Random weights loaded** ({kind}): this is a test checkpoint built by the project, so the answers are "
     "noise. Start with a real model (`make run` or `--model Qwen/Qwen2.5-VL-7B-Instruct`) for real answers."
@@ -40,6 +43,8 @@ def build_demo(session: ModelSession) -> gr.Blocks:
                 GroundingTab(session).render()
             with gr.Tab("Documents", id="documents"):
                 DocumentsTab(session).render()
+            with gr.Tab("Video QA", id="video"):
+                VideoTab(session).render()
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")
