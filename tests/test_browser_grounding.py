@@ -21,6 +21,7 @@ def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path, arti
     with browser_page() as page:
         page.goto(url)
         page.get_by_role("tab", name="Grounding").click()
+        page.wait_for_selector("#ground-image", state="visible")
         page.set_input_files("#ground-image input[type=file]", str(photo))
         page.wait_for_selector("text=The model will see this image as 1008×504 px")
         page.fill("#ground-text textarea", "red box")

@@ -71,6 +71,7 @@ def test_hostile_document_preview_runs_nothing_in_a_real_browser(make_session, l
         page.on("request", lambda r: requests.append(r.url))
         page.goto(url)
         page.get_by_role("tab", name="Documents").click()
+        page.wait_for_selector("#doc-files", state="visible")  # the tab is rendered before we upload into it
         page.set_input_files("#doc-files input[type=file]", str(page_img))
         page.wait_for_selector("#doc-files >> text=invoice.png")
         page.click("#doc-run")

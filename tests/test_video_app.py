@@ -121,6 +121,7 @@ def test_clicking_a_timestamp_seeks_the_player(make_session, launch_app, artifac
     with browser_page() as page:
         page.goto(url)
         page.get_by_role("tab", name="Video QA").click()
+        page.wait_for_selector("#video-player", state="visible")
         page.set_input_files("#video-player input[type=file]", CLOCK)
         page.wait_for_selector("#video-player video")
         page.wait_for_selector("#video-estimate >> text=16 frames")
