@@ -315,20 +315,26 @@ def probe(path: str | Path, *, backend: str = "auto") -> VideoInfo:
 
 def frame_at(path: str | Path, seconds: float, *, backend: str = "auto") -> Any:
     """The exact frame on screen at `seconds`, upright and at full size, as a PIL image (for a gallery)."""
+    return frames_at(path, [seconds], backend=backend)[0]
+
+
+def frames_at(path: str | Path, seconds: list[float], *, backend: str = "auto") -> list[Any]:
+    """frame_at for several times in one pass over the file (a gallery of answer spans)."""
     from PIL import Image
 
     p = _existing_file(path)
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
-        raise UserError(f"Frame time must be a number of seconds from 0 up, got {seconds!r}.")
-    got: dict[str, np.ndarray] = {}
+    for t in seconds:
+        if not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise UserError(f"Frame time must be a number of seconds from 0 up, got {t!r}.")
+    got: dict[int, np.ndarray] = {}
 
     def on_message(msg: tuple) -> None:
-        if msg[0] == "frame":
-            got["frame"] = np.empty(msg[2], np.uint8)
-            msg[3](got["frame"])
+        if msg[0] == "frame":  # ("frame", j, shape, fill)
+            got[msg[1]] = np.empty(msg[2], np.uint8)
+            msg[3](got[msg[1]])
 
-    _run(_backend_order(backend), p, _frame_at_job, (float(seconds),), on_message)
-    return Image.fromarray(got["frame"])
+    order, _used = _run(_backend_order(backend), p, _frames_at_job, ([float(t) for t in seconds],), on_message)
+    return [Image.fromarray(got[j]) for j in order]
 
 
 def warm_up(backend: str = "auto") -> None:
@@ -627,16 +633,22 @@ def _probe_job(reader_cls: type, path: str, *, emit: Callable[[tuple], None]) ->
         reader.close()
 
 
-def _frame_at_job(reader_cls: type, path: str, seconds: float, *, emit: Callable[[tuple], None]) -> None:
+def _frames_at_job(reader_cls: type, path: str, seconds: list[float], *,
+                   emit: Callable[[tuple], None]) -> list[int]:
+    """Emit the frame on screen at each time (each distinct frame once); return which one each time got."""
     reader = reader_cls(path, emit=emit)
     try:
-        if seconds > reader.duration:
-            raise UserError(f"Time {seconds:g} s is past the end of video {Path(path).name!r}, "
-                            f"which lasts {reader.duration:.2f} s.")
+        for t in seconds:
+            if t > reader.duration:
+                raise UserError(f"Time {t:g} s is past the end of video {Path(path).name!r}, "
+                                f"which lasts {reader.duration:.2f} s.")
         eps = _time_eps(reader.frame_times)
-        index = max(0, int(np.searchsorted(reader.frame_times, seconds + eps, side="right")) - 1)
-        for j, _index, _t, frame in reader.read([(index, seconds)], None):
+        wanted = [max(0, int(np.searchsorted(reader.frame_times, t + eps, side="right")) - 1) for t in seconds]
+        unique = sorted(set(wanted))
+        targets = [(i, seconds[wanted.index(i)]) for i in unique]
+        for j, _index, _t, frame in reader.read(targets, None):
             emit(("frame", j, frame))
+        return [unique.index(i) for i in wanted]
     finally:
         reader.close()
 

@@ -24,7 +24,7 @@ from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES
 from qvl_core.messages import user_turn
 from qvl_core.session import GenerationRequest
-from qvl_core.video import VideoBudget, estimate, frame_at, probe, sample_frames
+from qvl_core.video import VideoBudget, estimate, frame_at, frames_at, probe, sample_frames
 
 QWEN25 = FAMILIES["qwen2_5_vl"]
 ALL_BACKENDS = ("pyav", "opencv", "decord")
@@ -349,6 +349,8 @@ def test_frame_at_is_the_exact_frame_at_full_size(videos, backend):
     image = frame_at(videos["mjpg30"], 3.5, backend=backend)
     assert image.size == (208, 112)
     assert read_code(np.asarray(image)) == 105
+    gallery = frames_at(videos["mjpg30"], [9.0, 0.0, 3.51, 9.0], backend=backend)  # any order, repeats
+    assert [read_code(np.asarray(im)) for im in gallery] == [270, 0, 105, 270]
 
 
 # ---- bad input -------------------------------------------------------------------------------------------

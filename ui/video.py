@@ -21,7 +21,7 @@ from qvl_core.video import (
     MAX_FRAMES_LIMIT,
     VideoBudget,
     estimate,
-    frame_at,
+    frames_at,
     probe,
 )
 from qvl_core.video_task import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
@@ -94,12 +94,11 @@ def estimate_markdown(video: str | None, session: ModelSession, budget: VideoBud
 
 
 def gallery(video: str, answer: VideoAnswer) -> list[tuple]:
+    """The frames at the answer's times, decoded at exactly those times in one pass over the file."""
     times = sorted({round(s.start, 2) for s in answer.spans})[:MAX_GALLERY_FRAMES]
-    out = []
-    for t in times:
-        text = next((s.text for s in answer.spans if round(s.start, 2) == t), "")
-        out.append((frame_at(video, t), f"{format_timestamp(t)} {text[:60]}"))
-    return out
+    images = frames_at(video, times) if times else []
+    captions = [next((s.text for s in answer.spans if round(s.start, 2) == t), "") for t in times]
+    return [(im, f"{format_timestamp(t)} {text[:60]}") for im, t, text in zip(images, times, captions, strict=True)]
 
 
 class VideoTab:
