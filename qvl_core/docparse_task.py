@@ -12,7 +12,7 @@ import html as html_lib
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -233,11 +233,11 @@ def page_result(session: ModelSession, page: DocumentPage, mode: str, raw: str, 
     result = PageResult(page.source_name, page.page_number, page.n_pages, page.image, raw, mode, stats, input_size)
     if mode == MODES[3] and fields is not None:
         values, problems = validate_fields(raw, fields)
-        return PageResult(**{**result.__dict__, "fields": values, "field_problems": tuple(problems)})
+        return replace(result, fields=values, field_problems=tuple(problems))
     if result.is_html:
         blocks = extract_layout(result.html, family=session.family, input_size=input_size,
                                 image_size=page.image.size, page=page.page_number)
-        return PageResult(**{**result.__dict__, "blocks": tuple(blocks)})
+        return replace(result, blocks=tuple(blocks))
     return result
 
 
@@ -250,17 +250,24 @@ class PageCache:
 
     def __init__(self, root: Path, session: ModelSession, options: JobOptions) -> None:
         self.root = root
+        self._digests: dict[Path, str] = {}  # one hash per file per job, not one per page lookup
         self.settings = json.dumps({"model": session.loaded.model_id, "prompt": options.prompt(), "dpi": options.dpi,
                                     "tokens": options.max_image_tokens, "sampling": options.sampling.as_dict()},
                                    sort_keys=True)
 
+    def _key(self, source: str | Path) -> str:
+        path = Path(source).resolve()
+        if path not in self._digests:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            digest.update(self.settings.encode())
+            self._digests[path] = digest.hexdigest()[:16]
+        return self._digests[path]
+
     def _path(self, source: str | Path, page_number: int) -> Path:
-        digest = hashlib.sha256()
-        with open(source, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(self.settings.encode())
-        return self.root / f"{Path(source).stem}-{digest.hexdigest()[:16]}" / f"page-{page_number:04d}.json"
+        return self.root / f"{Path(source).stem}-{self._key(source)}" / f"page-{page_number:04d}.json"
 
     def get(self, source: str | Path, page_number: int) -> tuple[str, GenerationStats] | None:
         path = self._path(source, page_number)
@@ -315,7 +322,7 @@ def run_job(session: ModelSession, paths: Sequence[str | Path], options: JobOpti
                         cached = cache.get(path, page.page_number) if cache else None
                         if cached is not None:
                             result = page_result(session, page, options.mode, *cached, options.fields)
-                            done.append(PageResult(**{**result.__dict__, "cached": True}))
+                            done.append(replace(result, cached=True))
                             yield JobProgress(tuple(done), total, label, "", tuple(errors))
                             continue
                         with contextlib.closing(parse_page(session, page, options, Path(tmp))) as steps:

@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import GenerationError, UserError
@@ -410,8 +410,3 @@ def _describe_devices(model: Any) -> str:
         devices = sorted({str(d) for d in devmap.values()})
         return ", ".join(f"cuda:{d}" if d.isdigit() else d for d in devices)
     return str(getattr(model, "device", "cpu"))
-
-
-def request_with(request: GenerationRequest, **changes: Any) -> GenerationRequest:
-    """A copy of a request with some fields changed (requests are immutable)."""
-    return replace(request, **changes)

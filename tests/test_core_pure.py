@@ -209,7 +209,7 @@ def test_video_budget_limits(kwargs, message):
 
 
 # ---- config -----------------------------------------------------------------------------------------
-def _serve(argv, monkeypatch=None):
+def _serve(argv):
     p = argparse.ArgumentParser()
     add_serve_args(p)
     return serve_config(p.parse_args(argv))
