@@ -10,12 +10,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .backend import open_backend
 from .config import add_model_args, load_options
 from .errors import GenerationError, UserError
 from .images import DEFAULT_MAX_IMAGE_TOKENS
 from .messages import user_turn
 from .sampling import DEFAULT_MAX_NEW_TOKENS, sampling_from_values
-from .session import GenerationRequest, ModelSession
+from .session import GenerationRequest
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoBudget
 
 
@@ -38,7 +39,7 @@ def cmd_chat(ns: argparse.Namespace) -> int:
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
         label_media=len(ns.files) > 1,
     )
-    session = ModelSession(load_options(ns))
+    session = open_backend(load_options(ns))
     stats = None
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
@@ -63,7 +64,7 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     from .grounding_task import ground
     from .images import open_image
 
-    session = ModelSession(load_options(ns))
+    session = open_backend(load_options(ns))
     prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
     result = None
     with contextlib.closing(ground(session, ns.image, prompt, sampling=_sampling(ns),
@@ -130,7 +131,7 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     options = JobOptions(mode=mode, pages=ns.pages, dpi=ns.dpi, sampling=_sampling(ns),
                          max_image_tokens=ns.max_image_tokens or DEFAULT_DOC_IMAGE_TOKENS,
                          fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1)
-    session = ModelSession(load_options(ns))
+    session = open_backend(load_options(ns))
     cache = PageCache(out / ".qvl-cache", session, options)
     render = {"html": job_html, "md": job_markdown, "text": job_text,
               "json": lambda pages: json.dumps(job_json(pages), indent=2, ensure_ascii=False)}[ns.format]
@@ -166,7 +167,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
     from .timespans import format_timestamp
     from .video_task import ask_video
 
-    session = ModelSession(load_options(ns))
+    session = open_backend(load_options(ns))
     budget = VideoBudget(fps=ns.fps, max_frames=ns.max_frames)
     answer = None
     shown = 0

@@ -19,6 +19,7 @@ from typing import Any
 import json_repair
 from PIL import Image
 
+from .backend import Backend
 from .docparse import (
     LayoutBlock,
     extract_layout,
@@ -33,7 +34,7 @@ from .documents import DEFAULT_DPI, MAX_PDF_PAGES, DocumentPage, load_document
 from .errors import GenerationError, UserError
 from .messages import user_turn
 from .sampling import SamplingParams
-from .session import GenerationRequest, GenerationStats, ModelSession
+from .session import GenerationRequest, GenerationStats
 
 MODES = ("QwenVL HTML", "Markdown", "Plain text", "Extract fields → JSON")
 HTML_PROMPT = "QwenVL HTML"
@@ -209,7 +210,7 @@ class JobOptions:
         return self.fields.prompt() if self.mode == MODES[3] and self.fields else HTML_PROMPT
 
 
-def parse_page(session: ModelSession, page: DocumentPage, options: JobOptions, workdir: Path
+def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdir: Path
                ) -> Iterator[tuple[str, PageResult | None]]:
     """Generate one page: yields (text so far, None) while streaming, then (text, PageResult)."""
     path = workdir / f"page-{page.page_number:04d}.png"
@@ -226,7 +227,7 @@ def parse_page(session: ModelSession, page: DocumentPage, options: JobOptions, w
             yield raw, page_result(session, page, options.mode, raw, chunk.stats, options.fields)
 
 
-def page_result(session: ModelSession, page: DocumentPage, mode: str, raw: str, stats: GenerationStats,
+def page_result(session: Backend, page: DocumentPage, mode: str, raw: str, stats: GenerationStats,
                 fields: FieldSpec | None) -> PageResult:
     """Turn a finished answer into a PageResult (layout in original page pixels, or validated fields)."""
     input_size = stats.image_input_sizes[0]
@@ -248,10 +249,10 @@ class PageCache:
     setting is parsed afresh rather than served stale.
     """
 
-    def __init__(self, root: Path, session: ModelSession, options: JobOptions) -> None:
+    def __init__(self, root: Path, session: Backend, options: JobOptions) -> None:
         self.root = root
         self._digests: dict[Path, str] = {}  # one hash per file per job, not one per page lookup
-        self.settings = json.dumps({"model": session.loaded.model_id, "prompt": options.prompt(), "dpi": options.dpi,
+        self.settings = json.dumps({"model": session.model_id, "prompt": options.prompt(), "dpi": options.dpi,
                                     "tokens": options.max_image_tokens, "sampling": options.sampling.as_dict()},
                                    sort_keys=True)
 
@@ -288,7 +289,7 @@ class PageCache:
         tmp.replace(path)  # atomic: an interrupted run never leaves a half-written page behind
 
 
-def run_job(session: ModelSession, paths: Sequence[str | Path], options: JobOptions, *,
+def run_job(session: Backend, paths: Sequence[str | Path], options: JobOptions, *,
             cache: PageCache | None = None) -> Iterator[JobProgress]:
     """Parse every page of every file, streaming progress. A bad file is reported and the job goes on;
     closing the iterator (Stop) ends the job and keeps the pages already done. With a cache, pages parsed

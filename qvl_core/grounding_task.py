@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backend import Backend
 from .families import FamilySpec
 from .grounding import Detection, count_from_answer, parse_grounding
 from .images import MAX_IMAGE_PIXELS, PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
 from .messages import user_turn
 from .sampling import SamplingParams
-from .session import GenerationRequest, GenerationStats, ModelSession
+from .session import GenerationRequest, GenerationStats
 
 # Grounding answers are JSON lists: dense scenes need room (about 25 tokens per box).
 DEFAULT_GROUNDING_MAX_NEW_TOKENS = 2048
@@ -56,7 +57,7 @@ def planned_input_size(image_size: tuple[int, int], family: FamilySpec, max_toke
     return (new_w, new_h), visual_tokens((new_w, new_h), family)
 
 
-def ground(session: ModelSession, image: str | Path, prompt: str, *, sampling: SamplingParams | None = None,
+def ground(session: Backend, image: str | Path, prompt: str, *, sampling: SamplingParams | None = None,
            max_image_tokens: int | None = None) -> Iterator[GroundingStep]:
     """Stream a grounding answer; the last step carries the parsed detections.
 

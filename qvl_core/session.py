@@ -125,6 +125,10 @@ class ModelSession:
     def family(self) -> FamilySpec:
         return self.load().family
 
+    @property
+    def model_id(self) -> str:
+        return self.load().model_id
+
     def status(self) -> SessionStatus:
         lm = self.load()
         return SessionStatus(lm.model_id, lm.family.display_name, _describe_devices(lm.model), lm.dtype,
@@ -177,13 +181,15 @@ class ModelSession:
         return PreparedInputs(inputs, plan, images, videos, int(inputs["input_ids"].shape[1]))
 
     # ---- generation ------------------------------------------------------------------------------
-    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+    def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
+               ) -> Iterator[Chunk]:
         """Stream a generation. Closing the iterator (Gradio's Stop) cancels it within one decode step.
 
-        Errors from inside the model reach the caller as exceptions as soon as they happen:
-        UserError for out-of-memory (with what to lower), GenerationError otherwise.
+        `videos`: clips the caller already sampled (see `prepare`). Errors from inside the model reach the
+        caller as exceptions as soon as they happen: UserError for out-of-memory (with what to lower),
+        GenerationError otherwise.
         """
-        prepared = self.prepare(request)
+        prepared = self.prepare(request, videos=videos)
         yield from self.stream_prepared(prepared, request.sampling)
 
     def stream_prepared(self, prepared: PreparedInputs, sampling: SamplingParams) -> Iterator[Chunk]:

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .backend import Backend
 from .errors import UserError
 from .families import FamilySpec
 from .messages import Media, Turn
 from .sampling import SamplingParams
-from .session import GenerationRequest, GenerationStats, ModelSession
+from .session import GenerationRequest, GenerationStats
 from .timespans import TimeSpan, parse_time_spans
 from .video import SampledVideo, VideoBudget, sample_frames
 
@@ -84,7 +85,7 @@ def shift_spans(spans: list[TimeSpan], offset: float, duration: float | None) ->
     return tuple(out)
 
 
-def ask_video(session: ModelSession, video: str | Path, prompt: str, *, budget: VideoBudget | None = None,
+def ask_video(session: Backend, video: str | Path, prompt: str, *, budget: VideoBudget | None = None,
               start: float | None = None, end: float | None = None, sampling: SamplingParams | None = None
               ) -> Iterator[VideoStep]:
     """Sample the clip once (the same sampler as Chat), stream the answer, then parse its times."""
@@ -95,9 +96,8 @@ def ask_video(session: ModelSession, video: str | Path, prompt: str, *, budget: 
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS),
         video=budget,
     )
-    prepared = session.prepare(request, videos=(sampled,))
     raw = ""
-    with contextlib.closing(session.stream_prepared(prepared, request.sampling)) as stream:
+    with contextlib.closing(session.stream(request, videos=(sampled,))) as stream:
         for chunk in stream:
             raw += chunk.text
             if chunk.stats is None:

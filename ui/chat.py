@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from qvl_core.backend import Backend
 from qvl_core.conversation import Conversation
 from qvl_core.drawing import draw_detections
 from qvl_core.errors import UserError
@@ -18,7 +19,7 @@ from qvl_core.grounding import parse_grounding
 from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.messages import Turn
 from qvl_core.sampling import DEFAULT_MAX_NEW_TOKENS
-from qvl_core.session import GenerationRequest, GenerationStats, ModelSession
+from qvl_core.session import GenerationRequest, GenerationStats
 from qvl_core.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, throttled, to_gr_error, to_sampling
@@ -85,7 +86,7 @@ class ChatSettings:
         )
 
 
-def stream_answer(session: ModelSession, conv: Conversation, settings: ChatSettings
+def stream_answer(session: Backend, conv: Conversation, settings: ChatSettings
                   ) -> Iterator[tuple[Conversation, str | None]]:
     """Answer the last user message: yields (conversation, pending text) while streaming.
 
@@ -106,7 +107,7 @@ def stream_answer(session: ModelSession, conv: Conversation, settings: ChatSetti
     yield conv.with_answer(text, "stopped by you"), None
 
 
-def grounding_figure(session: ModelSession, conv: Conversation, text: str, stats: GenerationStats) -> str | None:
+def grounding_figure(session: Backend, conv: Conversation, text: str, stats: GenerationStats) -> str | None:
     """If the answer holds boxes or points, draw them on the latest image of the conversation.
 
     The coordinates refer to the last image the model saw; its exact input size comes from the stats.
@@ -126,7 +127,7 @@ def grounding_figure(session: ModelSession, conv: Conversation, text: str, stats
 class ChatTab:
     """Builds the Chat tab and wires its events; the handlers work on plain data."""
 
-    def __init__(self, session: ModelSession) -> None:
+    def __init__(self, session: Backend) -> None:
         self.session = session
 
     # ---- handlers (plain data in, plain data out) -------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from qvl_core.backend import Backend
 from qvl_core.docparse import draw_layout, iframe_html
 from qvl_core.docparse_task import (
     DEFAULT_DOC_IMAGE_TOKENS,
@@ -26,7 +27,6 @@ from qvl_core.docparse_task import (
 )
 from qvl_core.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MAX_PDF_PAGES, MIN_DPI
 from qvl_core.errors import UserError
-from qvl_core.session import ModelSession
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, to_gr_error, to_sampling
 
@@ -71,7 +71,7 @@ def job_stem(files: list[str] | None) -> str:
 class DocumentsTab:
     """Builds the Document parsing tab and its /parse_document API."""
 
-    def __init__(self, session: ModelSession) -> None:
+    def __init__(self, session: Backend) -> None:
         self.session = session
 
     def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,

@@ -10,12 +10,12 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from qvl_core.backend import Backend
 from qvl_core.drawing import annotated_value, draw_detections, palette_color
 from qvl_core.errors import UserError
 from qvl_core.grounding import PRESETS, build_prompt
 from qvl_core.grounding_task import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
 from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
-from qvl_core.session import ModelSession
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, to_gr_error, to_sampling
 
@@ -67,7 +67,7 @@ def drawn_image(image_path: str, result: GroundingResult) -> Image.Image:
 class GroundingTab:
     """Builds the Grounding tab and its /ground API; handlers work on plain data."""
 
-    def __init__(self, session: ModelSession) -> None:
+    def __init__(self, session: Backend) -> None:
         self.session = session
 
     def prompt_for(self, preset: str, text: str) -> str:

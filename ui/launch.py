@@ -1,31 +1,42 @@
-"""Start the web app: parse flags, load the one model, build the UI, launch the server."""
+"""Start the web app: parse flags, open the one backend, build the UI, launch the server."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import Any
 
+import gradio as gr
+
+from qvl_core.backend import Backend, open_backend
 from qvl_core.config import ServeConfig, add_serve_args, serve_config
 from qvl_core.errors import UserError
-from qvl_core.session import ModelSession
 
 from .shell import LAUNCH_KWARGS, build_demo
 
 log = logging.getLogger("qvl")
 
 
-def launch(config: ServeConfig, *, block: bool = True):
-    """Load the model (failing early with a clear message), then serve. Returns the Blocks app."""
-    session = ModelSession(config.load)
-    session.load()
-    demo = build_demo(session)
+def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
+    """Open and load the backend (failing early with a clear message), build the UI and its queue."""
+    backend = backend or open_backend(config.load)
+    backend.load()
+    demo = build_demo(backend)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
-    demo.launch(
-        server_name=config.host, server_port=config.port, share=config.share, auth=config.auth,
-        max_file_size=config.max_file_size, prevent_thread_lock=not block, **LAUNCH_KWARGS,
-        footer_links=["api", "gradio"],
-    )
+    return demo
+
+
+def launch_kwargs(config: ServeConfig) -> dict[str, Any]:
+    """Everything `demo.launch` needs from the settings (shared by `qvl serve` and the Space)."""
+    return dict(server_name=config.host, server_port=config.port, share=config.share, auth=config.auth,
+                max_file_size=config.max_file_size, footer_links=["api", "gradio"], **LAUNCH_KWARGS)
+
+
+def launch(config: ServeConfig, *, block: bool = True) -> gr.Blocks:
+    """Build the app and serve it. Returns the Blocks app."""
+    demo = build_app(config)
+    demo.launch(prevent_thread_lock=not block, **launch_kwargs(config))
     return demo
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from qvl_core.session import ModelSession
+from qvl_core.backend import Backend
 
 from .chat import ChatTab
 from .documents import DocumentsTab
@@ -23,12 +23,12 @@ RANDOM_BANNER = (
 )
 
 
-def header_markdown(session: ModelSession) -> str:
+def header_markdown(session: Backend) -> str:
     st = session.status()
     return f"### QVL Studio\n<span class='qvl-status'>{st.summary()}</span>"
 
 
-def build_demo(session: ModelSession) -> gr.Blocks:
+def build_demo(session: Backend) -> gr.Blocks:
     """Build the whole UI around an already loaded session (nothing heavy happens here)."""
     st = session.status()
     with gr.Blocks(title="QVL Studio") as demo:

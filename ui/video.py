@@ -10,8 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from qvl_core.backend import Backend
 from qvl_core.errors import UserError
-from qvl_core.session import ModelSession
 from qvl_core.timespans import format_timestamp, link_timestamps, spans_to_chapters
 from qvl_core.video import (
     DEFAULT_FPS,
@@ -79,7 +79,7 @@ def timeline_html(answer: VideoAnswer) -> str:
             f"<span>{format_timestamp(duration)}</span></div>")
 
 
-def estimate_markdown(video: str | None, session: ModelSession, budget: VideoBudget) -> str:
+def estimate_markdown(video: str | None, session: Backend, budget: VideoBudget) -> str:
     if not video:
         return ""
     try:
@@ -104,7 +104,7 @@ def gallery(video: str, answer: VideoAnswer) -> list[tuple]:
 class VideoTab:
     """Builds the Video QA tab and its /video_qa API."""
 
-    def __init__(self, session: ModelSession) -> None:
+    def __init__(self, session: Backend) -> None:
         self.session = session
 
     @staticmethod
