@@ -32,6 +32,9 @@ class LoadOptions:
     dtype: str = "auto"
     attn: str = "auto"
     quantization: str = "none"
+    # Load on the CPU, then move the whole model to CUDA: what ZeroGPU requires at startup (its CUDA emulation
+    # intercepts `.to("cuda")`, not loading straight onto the device). Otherwise device_map places it.
+    load_then_move: bool = False
 
     def __post_init__(self) -> None:
         for name, value, choices in (("dtype", self.dtype, DTYPE_CHOICES), ("attn", self.attn, ATTN_CHOICES),
@@ -154,7 +157,7 @@ def load_model(opt: LoadOptions) -> LoadedModel:
     attn = choose_attention(opt, device)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "attn_implementation": attn}
     # device_map="auto" spreads a large model over every visible GPU.
-    kwargs["device_map"] = "auto" if device == "cuda" else "cpu"
+    kwargs["device_map"] = "auto" if device == "cuda" and not opt.load_then_move else "cpu"
     if (qc := quantization_config(opt.quantization)) is not None:
         kwargs["quantization_config"] = qc
     path = os.path.expanduser(model_id)
@@ -163,6 +166,8 @@ def load_model(opt: LoadOptions) -> LoadedModel:
         processor = AutoProcessor.from_pretrained(path)
     except OSError as exc:
         raise ModelLoadError(f"Could not load the weights of {model_id!r}: {exc}") from None
+    if device == "cuda" and opt.load_then_move:
+        model.to("cuda")
     model.eval()
     log.info("loaded %s (%s) on %s as %s with %s", model_id, family.display_name, device, dtype, attn)
     return LoadedModel(

@@ -1,0 +1,38 @@
+"""Build the app the way a Hugging Face Space runs it: settings from QVL_* variables, the model loaded at import."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+from typing import Any
+
+import gradio as gr
+
+from qvl_core.backend import Backend, open_backend
+from qvl_core.config import add_serve_args, serve_config
+from qvl_core.session import ModelSession
+from qvl_core.zerogpu import ZeroGPUBackend, zero_gpu
+
+from .launch import build_app, launch_kwargs
+
+
+def space_backend(config: Any) -> Backend:
+    """On ZeroGPU: load on the CPU and move to CUDA now (ZeroGPU's rule), generate inside `spaces.GPU`."""
+    if not zero_gpu():
+        return open_backend(config.load)
+    session = ModelSession(replace(config.load, device="cuda", load_then_move=True))
+    session.load()
+    return ZeroGPUBackend(session)
+
+
+def build_space() -> tuple[gr.Blocks, Backend, dict[str, Any]]:
+    """The Blocks app, its backend and the launch settings, as a Space serves them (all interfaces, its port)."""
+    parser = argparse.ArgumentParser(prog="app.py (Space)")
+    add_serve_args(parser)
+    ns = parser.parse_args([])  # a Space passes no flags: QVL_* variables (Space settings) configure it
+    ns.host = "0.0.0.0"  # the Space's proxy reaches the app from outside the container
+    ns.port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    config = serve_config(ns)
+    backend = space_backend(config)
+    return build_app(config, backend), backend, launch_kwargs(config)
