@@ -20,10 +20,10 @@ import json_repair
 
 from .errors import UserError
 from .families import FamilySpec, family_for
+from .jsonscan import MAX_JSON_DEPTH, Segment, json_segments
 
 # Named limits.
 NORM_RANGE = 1000  # Qwen2-VL / Qwen3-VL coordinates run 0..1000 over the whole image
-MAX_JSON_DEPTH = 32  # deeper nesting is not a grounding answer; also keeps json_repair off deep recursion
 MAX_NUMBER_CHARS = 40  # longer "numbers" are noise, not coordinates
 MAX_FALLBACK_LABEL_CHARS = 120  # labels guessed from prose around plain-text boxes are cut here
 MAX_PLAIN_LINE_CHARS = 300  # a longer line is prose, not "x1,y1,x2,y2 label"
@@ -200,79 +200,6 @@ _LABEL_KEYS = ("label", "name", "category", "class")  # first present wins; "lab
 _TEXT_KEYS = ("text_content", "text")
 
 
-@dataclass(frozen=True)
-class _Segment:
-    start: int
-    end: int  # exclusive
-    closed: bool  # False: the text ends inside it (max_new_tokens ran out)
-    items: tuple[tuple[int, int], ...]  # spans of the complete outermost {...} found directly inside a [...]
-    too_deep: bool
-
-
-def _string_closes(text: str, k: int) -> bool:
-    """A quote at k-1 ends a string only if what follows can follow a JSON string (or the text ends).
-
-    Models write unescaped quotes inside OCR text (`5" screen`); treating those as closing quotes would
-    invert the string state for the rest of the answer.
-    """
-    n = len(text)
-    while k < n and text[k] in " \t\r\n":
-        k += 1
-    return k >= n or text[k] in ",:]}"
-
-
-def _scan_segment(text: str, start: int) -> _Segment:
-    """Bracket-match from text[start] ('[' or '{'), skipping strings, noting where each list item starts and ends."""
-    stack: list[str] = []
-    quote: str | None = None
-    prev = " "  # previous significant character outside strings
-    items: list[tuple[int, int]] = []
-    item_start, item_depth = -1, 0  # the list item being read, if any (item_depth 0: none)
-    too_deep = False
-    n = len(text)
-    k = start
-    while k < n:
-        c = text[k]
-        if quote is not None:
-            if c == "\\":
-                k += 2
-                continue
-            if c == quote and _string_closes(text, k + 1):
-                quote = None
-                prev = c
-            k += 1
-            continue
-        if c == '"' or (c == "'" and prev in "[{,:"):
-            quote = c  # single quotes only open where a value or key may start: "cat's" stays text
-        elif c in "[{":
-            if c == "{" and not item_depth and stack and stack[-1] == "[":
-                item_start, item_depth = k, len(stack) + 1
-            stack.append(c)
-            too_deep = too_deep or len(stack) > MAX_JSON_DEPTH
-        elif c in "]}":
-            if item_depth == len(stack):
-                items.append((item_start, k + 1))
-                item_depth = 0
-            stack.pop()  # a mismatched closer still closes (json_repair sorts out the rest)
-            if not stack:
-                return _Segment(start, k + 1, True, tuple(items), too_deep)
-        if not c.isspace():
-            prev = c
-        k += 1
-    return _Segment(start, n, False, tuple(items), too_deep)
-
-
-def _json_segments(text: str) -> Iterator[_Segment]:
-    i = 0
-    while True:
-        starts = [j for j in (text.find("[", i), text.find("{", i)) if j >= 0]
-        if not starts:
-            return
-        seg = _scan_segment(text, min(starts))
-        yield seg
-        i = seg.end
-
-
 def _loads(source: str) -> Any:
     try:
         return json_repair.loads(source)
@@ -282,7 +209,7 @@ def _loads(source: str) -> Any:
         return None
 
 
-def _segment_values(text: str, seg: _Segment) -> Iterator[tuple[int, Any]]:
+def _segment_values(text: str, seg: Segment) -> Iterator[tuple[int, Any]]:
     """(position, parsed JSON) for each list item of a segment, or for the whole segment if it has none.
 
     Items are parsed one by one, so a badly broken item cannot take its neighbours with it. A segment cut
@@ -343,7 +270,7 @@ def _raw_from_item(item: dict, pos: tuple[int, int]) -> _Raw | None:
 def _raw_json(text: str) -> tuple[list[_Raw], list[tuple[int, int]]]:
     raws: list[_Raw] = []
     spans: list[tuple[int, int]] = []  # segments that hold objects (not prose like "[1]")
-    for seg in _json_segments(text):
+    for seg in json_segments(text):
         if "{" in text[seg.start:seg.end]:
             spans.append((seg.start, seg.end))
         for pos, value in _segment_values(text, seg):

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import json_repair
 
+from .jsonscan import MAX_JSON_DEPTH, scan_segment
+
 # Named limits.
-MAX_JSON_DEPTH = 32  # deeper structures are not dense captions; stop walking instead of recursing forever
 ROUND_DIGITS = 6  # seconds are rounded so "01:32.40" is exactly 92.4, not 92.39999999999999
 LINK_TOLERANCE_S = 1e-6  # a timestamp matches a span end when it is this close
 CONTEXT_CHARS = 40  # how far back context words ("between", "the 80s", a JSON key) are looked for
@@ -348,35 +349,10 @@ def _json_regions(text: str) -> Iterator[tuple[int, int, bool]]:
         m = _JSON_START_RE.search(text, pos)
         if m is None:
             return
-        end, closed, depth = _match_bracket(text, m.start())
-        if depth <= MAX_JSON_DEPTH:
-            yield m.start(), end, closed
-        pos = end
-
-
-def _match_bracket(text: str, start: int) -> tuple[int, bool, int]:
-    """(end, closed, deepest nesting) of the bracket at `start`, skipping brackets inside strings."""
-    depth = deepest = 0
-    in_str = esc = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-            if depth == 0:
-                return i + 1, True, deepest
-    return len(text), False, deepest
+        seg = scan_segment(text, m.start())
+        if not seg.too_deep:
+            yield seg.start, seg.end, seg.closed
+        pos = seg.end
 
 
 def _complete_prefix(s: str) -> str | None:
