@@ -104,3 +104,100 @@ def launch_app():
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+class RecordingBackend:
+    """A `Backend` that delegates to a ModelSession and records what reached the model for every request.
+
+    Each request gets a record: the prompt the model saw (decoded input ids), the sha256 of every image
+    file in it, the text it generated, how it ended. `events` is one ordered log, shared by all requests,
+    of (kind, request id): "call", "first" (first chunk), "closing" (the consumer closed the stream early),
+    "released" (the stream is over: generation thread joined, GPU lock free). Tests may append their own.
+    `hold(marker)` makes any request whose last user message contains `marker` wait before it starts.
+    """
+
+    def __init__(self, inner: ModelSession) -> None:
+        import threading
+
+        self.inner = inner
+        self.lock = threading.Lock()
+        self.records: list[dict] = []
+        self.events: list[tuple[str, int]] = []
+        self.holds: dict[str, tuple] = {}
+
+    family = property(lambda self: self.inner.family)
+    model_id = property(lambda self: self.inner.model_id)
+
+    def load(self):
+        return self.inner.load()
+
+    def status(self):
+        return self.inner.status()
+
+    def log(self, kind: str, rid: int) -> None:
+        with self.lock:
+            self.events.append((kind, rid))
+
+    def hold(self, marker: str):
+        """Requests carrying `marker` wait until the returned (arrived, release) pair's release is set."""
+        import threading
+
+        pair = (threading.Event(), threading.Event())
+        self.holds[marker] = pair
+        return pair
+
+    def stream(self, request, *, videos=None):
+        import hashlib
+
+        last_user = next((t.text for t in reversed(request.turns) if t.role == "user"), "")
+        with self.lock:
+            rid = len(self.records)
+            rec = {"id": rid, "last_user": last_user, "prompt": None, "media": [], "text": "", "tokens": 0,
+                   "finish": None, "error": None, "turns": len(request.turns)}
+            self.records.append(rec)
+            self.events.append(("call", rid))
+        for marker, (arrived, release) in list(self.holds.items()):
+            if marker in last_user:
+                arrived.set()
+                release.wait(timeout=300)
+        prepared = self.inner.prepare(request, videos=videos)
+        rec["prompt"] = self.inner.loaded.processor.tokenizer.decode(prepared.inputs["input_ids"][0])
+        rec["media"] = [hashlib.sha256(Path(m.path).read_bytes()).hexdigest() for m in prepared.plan.images]
+        stream = self.inner.stream_prepared(prepared, request.sampling)
+        first = True
+        try:
+            for chunk in stream:
+                if first:
+                    first = False
+                    self.log("first", rid)
+                rec["text"] += chunk.text
+                rec["tokens"] = chunk.tokens
+                if chunk.stats is not None:
+                    rec["finish"] = chunk.stats.finish_reason
+                yield chunk
+        except Exception as exc:
+            rec["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if rec["finish"] is None and rec["error"] is None:
+                rec["finish"] = "closed"  # the consumer went away (Stop, disconnect) before the end
+                self.log("closing", rid)
+            stream.close()
+            self.log("released", rid)
+
+    def generate(self, request):
+        parts, stats = [], None
+        for chunk in self.stream(request):
+            parts.append(chunk.text)
+            stats = chunk.stats or stats
+        return "".join(parts), stats
+
+
+@pytest.fixture(scope="session")
+def recording_backend(make_session):
+    """Factory: a fresh RecordingBackend over the shared tiny session (random weights unless `answer`)."""
+
+    def make(family: str = "qwen2_5_vl", answer: str | None = None) -> RecordingBackend:
+        return RecordingBackend(make_session(family, answer))
+
+    return make
