@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .errors import UserError
+from .loading import LoadOptions
 
 if TYPE_CHECKING:
     from .families import FamilySpec
-    from .loading import LoadOptions
     from .session import Chunk, GenerationRequest, GenerationStats, SessionStatus
     from .video import SampledVideo
 
@@ -39,8 +42,36 @@ class Backend(Protocol):
     def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]: ...
 
 
-def open_backend(options: LoadOptions) -> Backend:
-    """The backend the flags ask for (not yet loaded): today the in-process transformers session."""
+BACKEND_KINDS = ("transformers", "openai")
+DEFAULT_API_TIMEOUT_S = 600.0  # longest silence from a server, first token included (a long video prefill)
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Which backend to open and how: the in-process model (`load`) or a server (`api_*`, served `load.model`)."""
+
+    load: LoadOptions = field(default_factory=LoadOptions)
+    kind: str = "transformers"  # transformers (in process) | openai (an OpenAI-compatible server)
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed, logged or shown
+    family: str | None = None  # for a served model whose family its name does not tell
+    api_timeout_s: float = DEFAULT_API_TIMEOUT_S
+    api_flavor: str = "auto"  # auto | vllm | transformers | openai: which extensions the server understands
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKEND_KINDS:
+            raise UserError(f"backend must be one of {', '.join(BACKEND_KINDS)}; got {self.kind!r}.")
+
+
+def open_backend(options: LoadOptions | BackendOptions) -> Backend:
+    """The backend the flags ask for, not yet loaded: the in-process session or an OpenAI-compatible client."""
+    if isinstance(options, LoadOptions):
+        options = BackendOptions(load=options)
+    if options.kind == "openai":
+        from .openai_backend import OpenAIBackend
+
+        return OpenAIBackend(options.load.model or "", options.api_base or "", api_key=options.api_key,
+                             family=options.family, timeout_s=options.api_timeout_s, flavor=options.api_flavor)
     from .session import ModelSession
 
-    return ModelSession(options)
+    return ModelSession(options.load)

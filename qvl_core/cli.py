@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .backend import open_backend
-from .config import add_model_args, load_options
+from .config import add_model_args, backend_options
 from .errors import GenerationError, UserError
 from .images import DEFAULT_MAX_IMAGE_TOKENS
 from .messages import user_turn
@@ -39,7 +39,7 @@ def cmd_chat(ns: argparse.Namespace) -> int:
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
         label_media=len(ns.files) > 1,
     )
-    session = open_backend(load_options(ns))
+    session = open_backend(backend_options(ns))
     stats = None
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
@@ -64,7 +64,7 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     from .grounding_task import ground
     from .images import open_image
 
-    session = open_backend(load_options(ns))
+    session = open_backend(backend_options(ns))
     prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
     result = None
     with contextlib.closing(ground(session, ns.image, prompt, sampling=_sampling(ns),
@@ -131,7 +131,7 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     options = JobOptions(mode=mode, pages=ns.pages, dpi=ns.dpi, sampling=_sampling(ns),
                          max_image_tokens=ns.max_image_tokens or DEFAULT_DOC_IMAGE_TOKENS,
                          fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1)
-    session = open_backend(load_options(ns))
+    session = open_backend(backend_options(ns))
     cache = PageCache(out / ".qvl-cache", session, options)
     render = {"html": job_html, "md": job_markdown, "text": job_text,
               "json": lambda pages: json.dumps(job_json(pages), indent=2, ensure_ascii=False)}[ns.format]
@@ -167,7 +167,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
     from .timespans import format_timestamp
     from .video_task import ask_video
 
-    session = open_backend(load_options(ns))
+    session = open_backend(backend_options(ns))
     budget = VideoBudget(fps=ns.fps, max_frames=ns.max_frames)
     answer = None
     shown = 0

@@ -6,12 +6,17 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from .backend import BACKEND_KINDS, DEFAULT_API_TIMEOUT_S, BackendOptions
+from .envvars import env_float, env_int
 from .errors import UserError
 from .loading import ATTN_CHOICES, DTYPE_CHOICES, QUANT_CHOICES, LoadOptions
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_FILE_SIZE = "200mb"
 DEFAULT_QUEUE_SIZE = 64
+# Requests the GPU queue runs at once: 1 in process (one GPU), more against a server so that it can batch them.
+DEFAULT_CONCURRENCY = {"transformers": 1, "openai": 16}
+MAX_CONCURRENCY = 256
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class ServeConfig:
     auth: tuple[str, str] | None = None
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     queue_size: int = DEFAULT_QUEUE_SIZE
+    backend: BackendOptions | None = None  # None: the in-process model described by `load`
+    concurrency: int = 1  # requests the shared GPU queue runs at once (--concurrency)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -41,10 +48,38 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="env QVL_ATTN; auto = flash_attention_2 when installed on CUDA, else sdpa")
     p.add_argument("--quantization", default=_env("QVL_QUANTIZATION", "none"), choices=QUANT_CHOICES,
                    help="weight-only quantization through torchao (env QVL_QUANTIZATION)")
+    add_backend_args(p)
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """Flags for serving through an OpenAI-compatible server instead of loading the model here."""
+    p.add_argument("--backend", default=_env("QVL_BACKEND", "transformers"), choices=BACKEND_KINDS,
+                   help="transformers: load the model in this process; openai: send requests to an "
+                        "OpenAI-compatible server (vLLM, SGLang, transformers serve) at --api-base; --model is "
+                        "then the served model name (env QVL_BACKEND)")
+    p.add_argument("--api-base", default=_env("QVL_API_BASE"),
+                   help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1 (env QVL_API_BASE)")
+    p.add_argument("--api-key", default=_env("QVL_API_KEY"),
+                   help="bearer key for the server, if it wants one (env QVL_API_KEY; never printed)")
+    p.add_argument("--family", default=_env("QVL_FAMILY"),
+                   help="qwen2-vl | qwen2.5-vl | qwen3-vl, for a served model whose name or folder does not "
+                        "tell (env QVL_FAMILY)")
+    p.add_argument("--api-timeout", type=float, default=env_float("QVL_API_TIMEOUT", DEFAULT_API_TIMEOUT_S),
+                   help="seconds to wait for the server's next token, the first one included (a long video "
+                        "prefill can take minutes; env QVL_API_TIMEOUT)")
+    p.add_argument("--api-flavor", default=_env("QVL_API_FLAVOR", "auto"),
+                   choices=("auto", "vllm", "transformers", "openai"),
+                   help="which server extensions to use (frame times for video, sampling fields); auto detects "
+                        "vLLM and transformers serve (env QVL_API_FLAVOR)")
+
+
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
+    p.add_argument("--concurrency", type=int, default=env_int("QVL_CONCURRENCY", 0) or None,
+                   help="requests run at once through the shared GPU queue (env QVL_CONCURRENCY; default 1 in "
+                        "process, 16 with --backend openai so the server can batch them)")
     p.add_argument("--host", default=_env("QVL_HOST", "127.0.0.1"), help="env QVL_HOST (0.0.0.0 to listen on all)")
     p.add_argument("--port", type=int, default=int(_env("QVL_PORT", str(DEFAULT_PORT)) or DEFAULT_PORT),
                    help="env QVL_PORT")
@@ -62,6 +97,18 @@ def load_options(ns: argparse.Namespace) -> LoadOptions:
     return LoadOptions(model=ns.model, device=ns.device, dtype=ns.dtype, attn=ns.attn, quantization=ns.quantization)
 
 
+def backend_options(ns: argparse.Namespace) -> BackendOptions:
+    return BackendOptions(load=load_options(ns), kind=ns.backend, api_base=ns.api_base, api_key=ns.api_key,
+                          family=ns.family, api_timeout_s=ns.api_timeout, api_flavor=ns.api_flavor)
+
+
+def concurrency_from(ns: argparse.Namespace) -> int:
+    value = ns.concurrency or DEFAULT_CONCURRENCY[ns.backend]
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise UserError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {value}.")
+    return value
+
+
 def serve_config(ns: argparse.Namespace) -> ServeConfig:
     auth = None
     if ns.auth:
@@ -72,4 +119,5 @@ def serve_config(ns: argparse.Namespace) -> ServeConfig:
     if ns.queue_size < 1:
         raise UserError(f"--queue-size must be at least 1, got {ns.queue_size}.")
     return ServeConfig(load=load_options(ns), host=ns.host, port=ns.port, share=ns.share, auth=auth,
-                       max_file_size=ns.max_file_size, queue_size=ns.queue_size)
+                       max_file_size=ns.max_file_size, queue_size=ns.queue_size, backend=backend_options(ns),
+                       concurrency=concurrency_from(ns))

@@ -13,18 +13,35 @@ from qvl_core.backend import Backend, open_backend
 from qvl_core.config import ServeConfig, add_serve_args, serve_config
 from qvl_core.errors import UserError
 
+from .common import GPU_QUEUE
 from .shell import LAUNCH_KWARGS, build_demo
 
 log = logging.getLogger("qvl")
 
 
 def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
-    """Open and load the backend (failing early with a clear message), build the UI and its queue."""
-    backend = backend or open_backend(config.load)
+    """Open and load the backend (failing early with a clear message), build the UI and its queue.
+
+    `config.concurrency` requests share the GPU queue at once: 1 for the model in this process, more for a
+    serving engine, which batches whatever it is sent (continuous batching).
+    """
+    backend = backend or open_backend(config.backend or config.load)
     backend.load()
     demo = build_demo(backend)
+    set_gpu_concurrency(demo, config.concurrency)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     return demo
+
+
+def set_gpu_concurrency(demo: gr.Blocks, limit: int) -> None:
+    """Let `limit` events of the shared GPU queue run at once.
+
+    The tabs declare their GPU events with a limit of 1, and Gradio keeps the lowest limit of a concurrency
+    group, so every event of the group is raised here, before the queue creates the group.
+    """
+    for fn in demo.fns.values():
+        if fn.concurrency_id == GPU_QUEUE:
+            fn.concurrency_limit = limit
 
 
 def launch_kwargs(config: ServeConfig) -> dict[str, Any]:
