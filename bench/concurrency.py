@@ -3,9 +3,12 @@
 Every session opens its own `Client`, uploads its own image on the first turn and sends T messages that
 carry its own secret word, each answered with at most M new tokens. All sessions start together. For every
 request the client side records, from gradio_client's status stream: submit, the first PROCESSING status
-(the request left the queue: *queue wait*), the first streamed output (*TTFT*, seen by the client) and the
-end (*end-to-end*). Token counts come from the server: the app runs in a child process whose backend is
-wrapped to write one JSON line per generation (tokens, prompt tokens, server-side TTFT, finish reason).
+(the request left the queue: *queue wait*), the first streamed output and the end (*end-to-end*).
+gradio_client looks at its message queue every 50 ms, so client-side times have that resolution. Token
+counts and TTFT come from the server: the app runs in a child process whose backend is wrapped to write
+one JSON line per generation (tokens, prompt tokens, TTFT from the GPU lock to the first token, finish
+reason, time inside the backend). *busy* is the backend's time summed over requests / wall time: near
+100% means the one GPU queue was never idle, so the waits are the price of serving one at a time.
 
     python bench/concurrency.py                       # tiny scripted checkpoint on CPU, 16 sessions x 3 turns
     python bench/concurrency.py --model /models/Qwen2.5-VL-7B-Instruct --max-new-tokens 128 -- --device cuda
@@ -296,6 +299,7 @@ def summarize(records: list[RequestRecord], wall: float, *, sessions: int, turns
     server = [r.server for r in done if r.server]
     tokens = sum(s.get("completion_tokens") or 0 for s in server) if server else None
     server_ttft = [s["ttft_s"] for s in server if s.get("ttft_s") is not None]
+    busy = sum(s["t_end"] - s["t_call"] for s in server) / wall if server and wall > 0 else None
     max_rank = max((rank for r in records for rank, _ in r.ranks if rank is not None), default=None)
 
     def r3(x: float | None) -> float | None:
@@ -307,8 +311,10 @@ def summarize(records: list[RequestRecord], wall: float, *, sessions: int, turns
         "wall_s": r3(wall),
         "queue_wait_p50_s": r3(percentile(waits, 50)), "queue_wait_p95_s": r3(percentile(waits, 95)),
         "e2e_p50_s": r3(percentile(e2e, 50)), "e2e_p95_s": r3(percentile(e2e, 95)),
-        "ttft_p50_s": r3(percentile(ttft, 50)), "ttft_p95_s": r3(percentile(ttft, 95)),
-        "server_ttft_p50_s": r3(percentile(server_ttft, 50)),
+        "client_ttft_p50_s": r3(percentile(ttft, 50)), "client_ttft_p95_s": r3(percentile(ttft, 95)),
+        # TTFT from the server's stats when there are any (exact); else as the client saw it (50 ms steps).
+        "ttft_p50_s": r3(percentile(server_ttft or ttft, 50)), "ttft_p95_s": r3(percentile(server_ttft or ttft, 95)),
+        "busy_pct": round(100 * busy) if busy is not None else None,
         "completion_tokens": tokens,
         "tokens_per_s": round(tokens / wall, 1) if tokens and wall > 0 else None,
         "finish_reasons": dict(sorted(_count(s.get("finish_reason") for s in server).items())) if server else None,
@@ -326,7 +332,7 @@ def _count(values) -> dict:
 COLUMNS = [("completed", "completed"), ("errors", "errors"), ("queue_wait_p50_s", "wait p50 s"),
            ("queue_wait_p95_s", "wait p95 s"), ("e2e_p50_s", "e2e p50 s"), ("e2e_p95_s", "e2e p95 s"),
            ("ttft_p50_s", "TTFT p50 s"), ("ttft_p95_s", "TTFT p95 s"), ("tokens_per_s", "tokens/s"),
-           ("wall_s", "wall s")]
+           ("busy_pct", "busy %"), ("wall_s", "wall s")]
 
 
 def markdown_row(label: str, summary: dict) -> str:
@@ -415,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_header())
     print(markdown_row(label if len(label) < 60 else "…" + label[-57:], summary))
     print(f"# finish reasons (server): {summary['finish_reasons']} | max queue rank seen: "
-          f"{summary['max_queue_rank_seen']} | server TTFT p50: {summary['server_ttft_p50_s']} s")
-    ttfts = ", ".join(f"{r.tag}={r.ttft:.3f}" for r in records if r.ttft is not None)
-    print(f"# per-request TTFT s (client): {ttfts}")
+          f"{summary['max_queue_rank_seen']} | client-side TTFT p50/p95: {summary['client_ttft_p50_s']}/"
+          f"{summary['client_ttft_p95_s']} s")
+    ttfts = ", ".join(f"{r.tag}={r.server['ttft_s']:.3f}" if r.server and r.server.get("ttft_s") is not None
+                      else f"{r.tag}={r.ttft:.2f}(client)" for r in records if r.server or r.ttft is not None)
+    print(f"# per-request TTFT s: {ttfts}")
     for r in records:
         if r.error:
             print(f"# error {r.tag}: {r.error}")
