@@ -21,7 +21,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from qvl_core.backend import BackendOptions, open_backend
+from qvl_core.backend import Backend, BackendOptions, open_backend
 from qvl_core.config import add_serve_args, backend_options, serve_config
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
 from qvl_core.families import FAMILIES
@@ -252,7 +252,7 @@ class _Broken(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         mode = self.path.strip("/").split("/")[0]
-        if mode == "auth":
+        if mode == "auth" or (mode == "key" and self.headers.get("Authorization") != f"Bearer {KEY}"):
             self._send(401, '{"error": {"message": "Invalid API key"}}')
         elif self.path.endswith("/models"):
             self._send(200, json.dumps({"object": "list", "data": [{"id": "m", "owned_by": "test"}]}))
@@ -304,6 +304,11 @@ def test_refused_key_and_unreachable_server(broken):
     with pytest.raises(UserError, match="refused the API key") as err:
         OpenAIBackend("m", f"{broken}/auth/v1", api_key=KEY, family="qwen2.5-vl").load()
     assert KEY not in str(err.value)
+    keyed = OpenAIBackend("m", f"{broken}/key/v1", api_key=KEY, family="qwen2.5-vl")
+    assert keyed.load().models == ("m",) and keyed.flavor == "openai"  # the key travels as a bearer token
+    assert isinstance(keyed, Backend) and KEY not in repr(keyed) + keyed.status().summary()
+    with pytest.raises(UserError, match="refused the API key"):
+        OpenAIBackend("m", f"{broken}/key/v1", api_key="wrong", family="qwen2.5-vl").load()
     with pytest.raises(ModelLoadError, match=f"Cannot reach the model server at http://127.0.0.1:{(p := free_port())}"):
         OpenAIBackend("m", f"http://127.0.0.1:{p}/v1", family="qwen2.5-vl").load()
 
