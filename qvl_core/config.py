@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from . import documents, images, sampling, video
 from .backend import BACKEND_KINDS, DEFAULT_API_TIMEOUT_S, BackendOptions
 from .envvars import env_float, env_int
 from .errors import UserError
@@ -17,6 +18,37 @@ DEFAULT_QUEUE_SIZE = 64
 # Requests the GPU queue runs at once: 1 in process (one GPU), more against a server so that it can batch them.
 DEFAULT_CONCURRENCY = {"transformers": 1, "openai": 16}
 MAX_CONCURRENCY = 256
+# Uploads and the files the tabs write are deleted this long after they were made (checked every tenth of it).
+DEFAULT_CACHE_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits of one app. The module constants hold the defaults (their QVL_* variables already applied);
+    `apply` makes these values the ones every check reads (call it once at startup, before building the UI)."""
+
+    max_image_pixels: int = images.MAX_IMAGE_PIXELS
+    max_pdf_pages: int = documents.MAX_PDF_PAGES
+    max_video_seconds: float = video.DEFAULT_MAX_DURATION_S
+    max_new_tokens: int = sampling.MAX_NEW_TOKENS_LIMIT
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not value > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+
+    def apply(self) -> None:
+        images.MAX_IMAGE_PIXELS = self.max_image_pixels
+        documents.MAX_PDF_PAGES = self.max_pdf_pages
+        video.DEFAULT_MAX_DURATION_S = self.max_video_seconds
+        sampling.MAX_NEW_TOKENS_LIMIT = self.max_new_tokens
+        # Stopgap: these modules copied the constant at import; they read it at call time, so rebinding their
+        # copy is enough (remove once they call open_image without max_pixels).
+        from . import grounding_task, session
+
+        for module in (session, grounding_task):
+            if hasattr(module, "MAX_IMAGE_PIXELS"):
+                module.MAX_IMAGE_PIXELS = self.max_image_pixels
 
 
 @dataclass(frozen=True)
@@ -28,6 +60,10 @@ class ServeConfig:
     auth: tuple[str, str] | None = None
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     queue_size: int = DEFAULT_QUEUE_SIZE
+    limits: Limits = field(default_factory=Limits)
+    cache_ttl_s: int = DEFAULT_CACHE_TTL_S
+    # Hosts whose URLs may be fetched as media through the API; empty: URLs are refused.
+    allow_url_media: tuple[str, ...] = ()
     backend: BackendOptions | None = None  # None: the in-process model described by `load`
     concurrency: int = 1  # requests the shared GPU queue runs at once (--concurrency)
 
@@ -73,8 +109,6 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "vLLM and transformers serve (env QVL_API_FLAVOR)")
 
 
-
-
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--concurrency", type=int, default=env_int("QVL_CONCURRENCY", 0) or None,
@@ -91,6 +125,24 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue-size", type=int,
                    default=int(_env("QVL_QUEUE_SIZE", str(DEFAULT_QUEUE_SIZE)) or DEFAULT_QUEUE_SIZE),
                    help="requests that may wait for the GPU before new ones are refused (env QVL_QUEUE_SIZE)")
+    add_limit_args(p)
+    p.add_argument("--cache-ttl", type=int, default=env_int("QVL_CACHE_TTL", DEFAULT_CACHE_TTL_S),
+                   help="seconds after which uploads and output files are deleted (env QVL_CACHE_TTL)")
+    p.add_argument("--allow-url-media", default=_env("QVL_ALLOW_URL_MEDIA", ""),
+                   help="comma-separated hosts whose media URLs the API may fetch; default none: URLs are refused "
+                        "(env QVL_ALLOW_URL_MEDIA)")
+
+
+def add_limit_args(p: argparse.ArgumentParser) -> None:
+    """Input limits; each default is the module constant, which its QVL_* variable has already set."""
+    p.add_argument("--max-image-pixels", type=int, default=images.MAX_IMAGE_PIXELS,
+                   help="images above this many pixels are refused before decoding (env QVL_MAX_IMAGE_PIXELS)")
+    p.add_argument("--max-pdf-pages", type=int, default=documents.MAX_PDF_PAGES,
+                   help="pages per document job (env QVL_MAX_PDF_PAGES)")
+    p.add_argument("--max-video-seconds", type=float, default=video.DEFAULT_MAX_DURATION_S,
+                   help="longer videos are refused (env QVL_MAX_VIDEO_SECONDS)")
+    p.add_argument("--max-new-tokens-limit", type=int, default=sampling.MAX_NEW_TOKENS_LIMIT,
+                   help="the highest max new tokens a request may ask for (env QVL_MAX_NEW_TOKENS)")
 
 
 def load_options(ns: argparse.Namespace) -> LoadOptions:
@@ -118,6 +170,15 @@ def serve_config(ns: argparse.Namespace) -> ServeConfig:
         auth = (user, password)
     if ns.queue_size < 1:
         raise UserError(f"--queue-size must be at least 1, got {ns.queue_size}.")
+    if ns.cache_ttl < 1:
+        raise UserError(f"--cache-ttl must be at least 1 second, got {ns.cache_ttl}.")
+    hosts = tuple(h.strip().lower() for h in (ns.allow_url_media or "").split(",") if h.strip())
     return ServeConfig(load=load_options(ns), host=ns.host, port=ns.port, share=ns.share, auth=auth,
-                       max_file_size=ns.max_file_size, queue_size=ns.queue_size, backend=backend_options(ns),
+                       max_file_size=ns.max_file_size, queue_size=ns.queue_size, limits=limits_from(ns),
+                       cache_ttl_s=ns.cache_ttl, allow_url_media=hosts, backend=backend_options(ns),
                        concurrency=concurrency_from(ns))
+
+
+def limits_from(ns: argparse.Namespace) -> Limits:
+    return Limits(max_image_pixels=ns.max_image_pixels, max_pdf_pages=ns.max_pdf_pages,
+                  max_video_seconds=ns.max_video_seconds, max_new_tokens=ns.max_new_tokens_limit)

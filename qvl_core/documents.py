@@ -20,13 +20,14 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import images as image_module
 from .envvars import env_int
 from .errors import UserError
 from .images import MAX_IMAGE_PIXELS, open_image
 
 # --- Named limits ---------------------------------------------------------------------------------
 # Pages per job (PDF pages or TIFF frames); a page range selects fewer from a longer file.
-MAX_PDF_PAGES = env_int("QVL_MAX_PDF_PAGES", 50)
+MAX_PDF_PAGES = env_int("QVL_MAX_PDF_PAGES", 50)  # `qvl serve --max-pdf-pages` sets it at startup
 DEFAULT_DPI = 150  # enough for body text; 300 dpi quadruples pixels and the model resizes them away anyway
 MIN_DPI = 50
 MAX_DPI = 300
@@ -232,7 +233,7 @@ def open_page_image(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pages: str | None = None,
-                  max_pages: int = MAX_PDF_PAGES, clamp_pages: bool = False) -> Iterator[DocumentPage]:
+                  max_pages: int | None = None, clamp_pages: bool = False) -> Iterator[DocumentPage]:
     """Pages of a PDF or image file as `DocumentPage`s, in page order, one at a time.
 
     `pages` is a user's page range ('1-5', '2,4', 'all'/None). Everything that can be checked before
@@ -244,11 +245,12 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
     paged = suffix in PDF_SUFFIXES or suffix in TIFF_SUFFIXES
     n_pages = count_pages(p) if paged else 1  # a PNG/JPEG is decoded once, below, not also to count it
     indices = parse_page_range(pages, n_pages, clamp=clamp_pages)
+    max_pages = MAX_PDF_PAGES if max_pages is None else max_pages
     if len(indices) > max_pages:
         what = "the selected range has" if pages and pages.strip().lower() not in ("all", "*") else "it has"
         raise UserError(
             f"Document {name!r} is too long: {what} {len(indices)} pages, over the limit of {max_pages} pages "
-            f"per job. Choose a page range such as 1-{min(max_pages, n_pages)}."
+            f"per job (QVL_MAX_PDF_PAGES). Choose a page range such as 1-{min(max_pages, n_pages)}."
         )
     if suffix in PDF_SUFFIXES:
         images = render_pdf(p, dpi=dpi, pages=indices)
@@ -291,9 +293,9 @@ def _tiff_frames(p: Path, name: str, indices: list[int]) -> Iterator[Image.Image
                 w, h = img.size
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is damaged: {exc}.") from None
-            if w * h > MAX_IMAGE_PIXELS:  # checked from the frame header, before decoding it
+            if w * h > image_module.MAX_IMAGE_PIXELS:  # checked from the frame header, before decoding it
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the "
-                                f"limit of {MAX_IMAGE_PIXELS / 1e6:.0f} MP.")
+                                f"limit of {image_module.MAX_IMAGE_PIXELS / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
             try:
                 frame = img.copy()
                 frame.load()

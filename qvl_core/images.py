@@ -15,7 +15,8 @@ from .errors import UserError
 from .families import FamilySpec
 
 # Named limits. Pixels of the ORIGINAL file, checked from the header before decoding.
-MAX_IMAGE_PIXELS = env_int("QVL_MAX_IMAGE_PIXELS", 64_000_000)  # ~8000x8000; above: refused as a decompression bomb
+# ~8000x8000; above: refused as a decompression bomb. `qvl serve --max-image-pixels` sets it at startup.
+MAX_IMAGE_PIXELS = env_int("QVL_MAX_IMAGE_PIXELS", 64_000_000)
 MAX_ASPECT_RATIO = 200  # the model's resizer refuses more extreme shapes (FACTS §2)
 # Visual-token budget per image (one token covers factor x factor pixels).
 DEFAULT_MIN_IMAGE_TOKENS = 4
@@ -76,8 +77,10 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_p
     return max(h_bar, factor), max(w_bar, factor)
 
 
-def open_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode an image file to RGB, EXIF-rotated. Refuses bombs by reading the header first."""
+def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
+    """Decode an image file to RGB, EXIF-rotated. Refuses bombs (over `max_pixels`, default MAX_IMAGE_PIXELS
+    as set at startup) by reading the header first."""
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     p = Path(path)
     name = p.name
     if not p.is_file():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from .envvars import env_int
 from .errors import UserError
 
 # Named limits (the UI sliders and CLI flags use the same numbers).
-MAX_NEW_TOKENS_LIMIT = 32768  # a dense document page needs thousands; the context bounds the rest
+# A dense document page needs thousands; the context bounds the rest. `qvl serve --max-new-tokens-limit` sets it.
+MAX_NEW_TOKENS_LIMIT = env_int("QVL_MAX_NEW_TOKENS", 32768)
 DEFAULT_MAX_NEW_TOKENS = 1024
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
@@ -50,6 +52,9 @@ def validate_sampling(p: SamplingParams) -> None:
     """Raise UserError naming the first setting that is out of its limit."""
     if isinstance(p.max_new_tokens, bool) or not isinstance(p.max_new_tokens, int):
         raise UserError(f"max_new_tokens must be a whole number, got {p.max_new_tokens!r}.")
+    if p.max_new_tokens > MAX_NEW_TOKENS_LIMIT:
+        raise UserError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {p.max_new_tokens} "
+                        "(the limit is QVL_MAX_NEW_TOKENS / --max-new-tokens-limit).")
     _check_range("max_new_tokens", p.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
     _check_range("temperature", p.temperature, 0.0, MAX_TEMPERATURE)
     _check_range("top_p", p.top_p, 0.0, 1.0)

@@ -89,7 +89,8 @@ class VideoBudget:
     min_frame_tokens: int = DEFAULT_MIN_FRAME_TOKENS
     max_frame_tokens: int = DEFAULT_MAX_FRAME_TOKENS
     total_tokens: int = DEFAULT_TOTAL_VIDEO_TOKENS
-    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    # Read when a budget is made, so `qvl serve --max-video-seconds` (set at startup) applies.
+    max_duration_s: float = field(default_factory=lambda: DEFAULT_MAX_DURATION_S)
 
     def __post_init__(self) -> None:
         if not (0.05 <= self.fps <= 30):

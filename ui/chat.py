@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,13 @@ from qvl_core.errors import UserError
 from qvl_core.grounding import parse_grounding
 from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.messages import Turn
+from qvl_core.safe_markdown import safe_markdown
 from qvl_core.sampling import DEFAULT_MAX_NEW_TOKENS
 from qvl_core.session import GenerationRequest, GenerationStats
 from qvl_core.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, throttled, to_gr_error, to_sampling
+from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -49,7 +50,7 @@ def render(conv: Conversation, pending: str | None = None) -> list[dict]:
     for turn, note, figure in zip(conv.turns, conv.notes, conv.figures, strict=True):
         out.append(_render_turn(turn, note, figure))
     if pending is not None:
-        out.append({"role": "assistant", "content": pending or "…"})
+        out.append({"role": "assistant", "content": safe_markdown(pending) or "…"})
     return out
 
 
@@ -59,7 +60,8 @@ def _render_turn(turn: Turn, note: str, figure: str | None) -> dict:
         if turn.text:
             content.append(turn.text)
         return {"role": "user", "content": content}
-    text = turn.text if turn.text else "*(empty answer)*"
+    # Model text is untrusted: no raw HTML, no loading images, no script links on the page (safe_markdown).
+    text = safe_markdown(turn.text) if turn.text else "*(empty answer)*"
     text = f"{text}\n\n<sub>{note}</sub>" if note else text
     return {"role": "assistant", "content": [text, {"path": figure}] if figure else text}
 
@@ -119,7 +121,7 @@ def grounding_figure(session: Backend, conv: Conversation, text: str, stats: Gen
                                  image_size=stats.image_original_sizes[-1])
     if not detections:
         return None
-    out = Path(tempfile.mkdtemp(prefix="qvl-chat-")) / "grounding.png"
+    out = output_dir("qvl-chat-") / "grounding.png"
     draw_detections(open_image(images[-1].path), detections).save(out)
     return str(out)
 
@@ -189,7 +191,7 @@ class ChatTab:
     def render(self) -> None:
         conv = gr.State(Conversation())
         chatbot = gr.Chatbot(
-            label="Conversation", height=560, editable="user", latex_delimiters=LATEX,
+            label="Conversation", height=560, editable="user", latex_delimiters=LATEX, sanitize_html=True,
             buttons=["copy", "copy_all"], placeholder="Ask about images and videos: attach them with 📎, "
             "drag them in or paste them.", feedback_options=None,
         )

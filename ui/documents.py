@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import html as html_lib
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 
+from qvl_core import documents as doc_limits
 from qvl_core.backend import Backend
 from qvl_core.docparse import draw_layout, iframe_html
 from qvl_core.docparse_task import (
@@ -25,10 +25,11 @@ from qvl_core.docparse_task import (
     run_job,
     write_job_files,
 )
-from qvl_core.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MAX_PDF_PAGES, MIN_DPI
+from qvl_core.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
 from qvl_core.errors import UserError
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, to_gr_error, to_sampling
+from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PREVIEW_HEIGHT = 720
@@ -79,7 +80,7 @@ class DocumentsTab:
         spec = parse_fields(fields) if mode == MODES[3] else None
         return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=float(dpi),
                           max_image_tokens=int(max_tokens), sampling=to_sampling(*sampling_values), fields=spec,
-                          clamp_pages=n_files > 1)
+                          clamp_pages=n_files > 1, max_pages=doc_limits.MAX_PDF_PAGES)
 
     def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
             *sampling_values, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
@@ -87,7 +88,7 @@ class DocumentsTab:
         skip = gr.skip()
         try:
             options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []))
-            outdir = Path(tempfile.mkdtemp(prefix="qvl-docjob-"))
+            outdir = output_dir("qvl-docjob-")
             downloads: list[str] = []
             shown = 0
             with contextlib.closing(run_job(self.session, files or [], options)) as job:
@@ -131,7 +132,8 @@ class DocumentsTab:
         with gr.Row():
             with gr.Column(scale=2):
                 files = gr.File(file_count="multiple", file_types=list(DOCUMENT_SUFFIXES), type="filepath",
-                                label=f"Pages or PDFs (up to {MAX_PDF_PAGES} pages per job)", elem_id="doc-files")
+                                label=f"Pages or PDFs (up to {doc_limits.MAX_PDF_PAGES} pages per job)",
+                                elem_id="doc-files")
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Output", elem_id="doc-mode")
                 fields = gr.Textbox(label="Fields to extract (comma-separated) or a JSON schema", lines=3,
                                     visible=False, placeholder="invoice number, date, vendor, total")

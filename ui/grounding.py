@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -18,6 +17,7 @@ from qvl_core.grounding_task import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingR
 from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, to_gr_error, to_sampling
+from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TABLE_HEADERS = ["label", "text", "x1", "y1", "x2", "y2", "x", "y"]
@@ -29,6 +29,25 @@ PLACEHOLDERS = {
     "Text spotting": "(nothing needed)",
     "Custom": "Any prompt; every box and point in the answer is drawn",
 }
+
+
+def image_path_input(**kwargs) -> gr.Image:
+    """A gr.Image that hands the handler the uploaded file's path without opening it.
+
+    gr.Image(type="filepath") opens the file with PIL first, so an empty or fake file failed inside Gradio with
+    a generic "the app raised an exception"; our `open_image` checks it instead and names the problem. (An
+    instance override: a gr.Image subclass would make Gradio write a .pyi file next to this module.)
+    """
+    image = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = image.preprocess
+
+    def preprocess(payload):
+        if payload is None or (payload.url or "").startswith("data:"):  # pasted or webcam images arrive inline
+            return gradio_preprocess(payload)
+        return str(payload.path)
+
+    image.preprocess = preprocess
+    return image
 
 
 def table_rows(result: GroundingResult) -> list[list]:
@@ -55,7 +74,7 @@ def summary_markdown(result: GroundingResult) -> str:
 
 
 def write_json(result: GroundingResult) -> str:
-    out = Path(tempfile.mkdtemp(prefix="qvl-ground-")) / "detections.json"
+    out = output_dir("qvl-ground-") / "detections.json"
     out.write_text(json.dumps(result.detections_json(), indent=2, ensure_ascii=False))
     return str(out)
 
@@ -130,7 +149,7 @@ class GroundingTab:
     def render(self) -> None:
         with gr.Row():
             with gr.Column(scale=2):
-                image = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Image",
+                image = image_path_input(sources=["upload", "clipboard", "webcam"], label="Image",
                                  height=360, elem_id="ground-image")
                 preset = gr.Radio(list(PRESETS), value="Detect", label="Task", elem_id="ground-preset")
                 text = gr.Textbox(label="What to find", placeholder=PLACEHOLDERS["Detect"], elem_id="ground-text")
@@ -171,7 +190,7 @@ class GroundingTab:
         stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
 
         with gr.Group(visible=False):
-            api_in = [gr.Image(type="filepath", label="image"), gr.Textbox(label="text"),
+            api_in = [image_path_input(label="image"), gr.Textbox(label="text"),
                       gr.Dropdown(list(PRESETS), value="Detect", label="preset"),
                       gr.Number(DEFAULT_MAX_IMAGE_TOKENS, precision=0, label="max_image_tokens"),
                       gr.Number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, precision=0, label="max_new_tokens")]

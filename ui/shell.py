@@ -7,9 +7,11 @@ from pathlib import Path
 import gradio as gr
 
 from qvl_core.backend import Backend
+from qvl_core.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, Limits, ServeConfig
 
 from .chat import ChatTab
 from .documents import DocumentsTab
+from .files import guard_url_media, start_sweeper, sweep_interval
 from .grounding import GroundingTab
 from .video import SEEK_JS, VideoTab
 
@@ -28,10 +30,17 @@ def header_markdown(session: Backend) -> str:
     return f"### QVL Studio\n<span class='qvl-status'>{st.summary()}</span>"
 
 
-def build_demo(session: Backend) -> gr.Blocks:
-    """Build the whole UI around an already loaded session (nothing heavy happens here)."""
+def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks:
+    """Build the whole UI around an already loaded session (nothing heavy happens here).
+
+    `config` brings the input limits (applied here, before any tab reads them), the lifetime of uploads
+    and output files, and the hosts media URLs may come from; without it the QVL_* defaults hold.
+    """
+    (config.limits if config else Limits()).apply()
     st = session.status()
-    with gr.Blocks(title="QVL Studio") as demo:
+    ttl = config.cache_ttl_s if config else DEFAULT_CACHE_TTL_S
+    # Gradio deletes this app's uploads and cached outputs; our sweeper the files the tabs write.
+    with gr.Blocks(title="QVL Studio", delete_cache=(round(sweep_interval(ttl)), ttl)) as demo:
         header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
         if st.random_weights:
             gr.Markdown(RANDOM_BANNER.format(kind="scripted answer" if st.scripted else "random"),
@@ -48,4 +57,17 @@ def build_demo(session: Backend) -> gr.Blocks:
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")
+    guard_url_media(demo, config.allow_url_media if config else (),
+                    _bytes(config.max_file_size if config else DEFAULT_MAX_FILE_SIZE))
+    demo.sweeper_stop = start_sweeper(ttl)  # set it to stop sweeping (tests with a short lifetime do)
     return demo
+
+
+def _bytes(size: str) -> int | None:
+    """'200mb' -> bytes, as Gradio reads --max-file-size."""
+    from gradio.utils import _parse_file_size
+
+    try:
+        return _parse_file_size(size)
+    except (ValueError, TypeError):
+        return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import html as html_lib
 import json
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -27,6 +26,7 @@ from qvl_core.video import (
 from qvl_core.video_task import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
 
 from .common import GPU_QUEUE, SamplingControls, format_stats, to_gr_error, to_sampling
+from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MAX_GALLERY_FRAMES = 12
@@ -134,7 +134,7 @@ class VideoTab:
                         yield answer_html(step.raw), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", step.raw, prompt
             assert answer is not None
             rows = [[c["start"], c["end"], c["duration"], c["text"]] for c in spans_to_chapters(answer.spans)]
-            out = Path(tempfile.mkdtemp(prefix="qvl-video-")) / "spans.json"
+            out = output_dir("qvl-video-") / "spans.json"
             out.write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False))
             note = self.summary(answer)
             yield (answer_html(answer.raw, answer.clock_offset), gallery(video, answer), timeline_html(answer),

@@ -1,0 +1,120 @@
+"""The app's files: one output folder per process, swept on a schedule, and media URLs refused unless allowlisted."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import gradio as gr
+import httpx
+from gradio_client import utils as client_utils
+
+log = logging.getLogger(__name__)
+
+# Everything the tabs write (drawings, JSON, downloads) goes under this one folder, so one sweep cleans it.
+_OUTPUT_ROOT: Path | None = None
+_ROOT_LOCK = threading.Lock()
+URL_FETCH_TIMEOUT_S = 30.0
+URL_MEDIA_HINT = "--allow-url-media HOST / QVL_ALLOW_URL_MEDIA"
+
+
+def output_root() -> Path:
+    global _OUTPUT_ROOT
+    with _ROOT_LOCK:
+        if _OUTPUT_ROOT is None or not _OUTPUT_ROOT.is_dir():
+            _OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="qvl-outputs-"))
+        return _OUTPUT_ROOT
+
+
+def output_dir(prefix: str) -> Path:
+    """A fresh folder for one request's output files (under the swept root)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=output_root()))
+
+
+def sweep(root: Path, max_age_s: float, now: float | None = None) -> list[Path]:
+    """Delete the entries of `root` last modified more than `max_age_s` ago; returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for entry in list(root.iterdir()) if root.is_dir() else []:
+        try:
+            if now - entry.lstat().st_mtime <= max_age_s:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+        except FileNotFoundError:
+            continue  # a concurrent sweep got there first
+    return removed
+
+
+def sweep_interval(ttl_s: float) -> float:
+    """Sweep ten times per lifetime (a file lives at most 1.1 x ttl), at least once a second."""
+    return max(1.0, ttl_s / 10)
+
+
+def start_sweeper(ttl_s: float, stop: threading.Event | None = None) -> threading.Event:
+    """Sweep the output root every `sweep_interval(ttl_s)` seconds in a daemon thread; set the event to stop."""
+    stop = stop or threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(sweep_interval(ttl_s)):
+            try:
+                sweep(output_root(), ttl_s)
+            except OSError:
+                log.exception("sweeping the output folder failed")
+
+    threading.Thread(target=loop, name="qvl-sweeper", daemon=True).start()
+    return stop
+
+
+def guard_url_media(demo: gr.Blocks, allow_hosts: tuple[str, ...] = (), max_bytes: int | None = None) -> None:
+    """Refuse media given as URLs (API FileData with an http(s) path) unless the host is allowlisted.
+
+    Gradio downloads such URLs itself (public addresses only). Here every component's download hook is
+    replaced: a host outside `allow_hosts` gets a clear error and is never contacted; an allowed host is
+    fetched without redirects (a redirect could leave the allowlist), up to `max_bytes`.
+    """
+    allowed = {h.lower() for h in allow_hosts}
+    for block in demo.blocks.values():
+        original = block.async_move_resource_to_block_cache
+
+        async def guarded(url_or_path, _block=block, _original=original):
+            if url_or_path is None or not client_utils.is_http_url_like(str(url_or_path)):
+                return await _original(url_or_path)
+            url = str(url_or_path)
+            host = (urlparse(url).hostname or "").lower()
+            if host not in allowed:
+                raise gr.Error(f"Media from URLs is turned off for {host or url!r}: upload the file instead "
+                               f"(an admin can allow hosts with {URL_MEDIA_HINT}).", print_exception=False)
+            return await _fetch(url, Path(_block.GRADIO_CACHE), _block, max_bytes)
+
+        block.async_move_resource_to_block_cache = guarded
+
+
+async def _fetch(url: str, cache: Path, block, max_bytes: int | None) -> str:
+    name = client_utils.strip_invalid_filename_characters(Path(urlparse(url).path).name) or "download"
+    folder = Path(tempfile.mkdtemp(prefix="url-", dir=cache))
+    target = folder / name
+    size = 0
+    async with httpx.AsyncClient(follow_redirects=False, timeout=URL_FETCH_TIMEOUT_S) as client:
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise gr.Error(f"Could not fetch {url}: HTTP {response.status_code}.", print_exception=False)
+            with target.open("wb") as f:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        f.close()
+                        shutil.rmtree(folder, ignore_errors=True)
+                        raise gr.Error(f"{url} is over the upload limit of {max_bytes} bytes (--max-file-size).",
+                                       print_exception=False)
+                    f.write(chunk)
+    block.temp_files.add(str(target))
+    return str(target)
