@@ -252,9 +252,9 @@ class ModelSession:
                         if first_token_at is None:
                             first_token_at = time.perf_counter()
                         last_id = payload[-1]
-                        delta = decoder.add(payload)
-                        if delta:
-                            yield Chunk(delta, decoder.count)
+                        # Yield every token, even one that adds no visible text yet (a held-back partial UTF-8
+                        # character, a control token): a consumer can only close us (Stop) when we yield.
+                        yield Chunk(decoder.add(payload), decoder.count)
                         continue
                     if kind == "error":
                         raise _user_facing(payload)
