@@ -27,7 +27,7 @@ from .errors import GenerationError, ModelLoadError, UserError
 from .families import FAMILIES, FamilySpec, family_for
 from .images import PixelBudget, PreparedImage, open_image, prepare_image
 from .messages import build_messages
-from .session import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus
+from .session import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, request_image_budget
 from .video import SampledVideo, sample_frames
 
 log = logging.getLogger(__name__)
@@ -437,12 +437,7 @@ class OpenAIBackend:
 
     # ---- inputs ------------------------------------------------------------------------------------
     def image_budget(self, request: GenerationRequest) -> PixelBudget:
-        kwargs = {}
-        if request.max_image_tokens is not None:
-            kwargs["max_tokens"] = int(request.max_image_tokens)
-        if request.min_image_tokens is not None:
-            kwargs["min_tokens"] = int(request.min_image_tokens)
-        return PixelBudget.from_tokens(self.family, **kwargs)
+        return request_image_budget(request, self.family)
 
     def prepare(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
                 ) -> tuple[dict, tuple[PreparedImage, ...]]:

@@ -43,6 +43,16 @@ class GenerationRequest:
     conversation_id: str | None = None
 
 
+def request_image_budget(request: GenerationRequest, family: FamilySpec) -> PixelBudget:
+    """The pixel budget a request asks for (the defaults where it names none); every backend resizes with it."""
+    kwargs = {}
+    if request.max_image_tokens is not None:
+        kwargs["max_tokens"] = int(request.max_image_tokens)
+    if request.min_image_tokens is not None:
+        kwargs["min_tokens"] = int(request.min_image_tokens)
+    return PixelBudget.from_tokens(family, **kwargs)
+
+
 @dataclass(frozen=True)
 class GenerationStats:
     """Measured at the end of a generation. Memory is None where there is no GPU (never faked)."""
@@ -136,12 +146,7 @@ class ModelSession:
 
     # ---- inputs --------------------------------------------------------------------------------
     def image_budget(self, request: GenerationRequest) -> PixelBudget:
-        kwargs = {}
-        if request.max_image_tokens is not None:
-            kwargs["max_tokens"] = int(request.max_image_tokens)
-        if request.min_image_tokens is not None:
-            kwargs["min_tokens"] = int(request.min_image_tokens)
-        return PixelBudget.from_tokens(self.family, **kwargs)
+        return request_image_budget(request, self.family)
 
     def prepare(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
                 ) -> PreparedInputs:
