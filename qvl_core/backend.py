@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .errors import UserError
+from .errors import GenerationError, UserError
 from .loading import LoadOptions
 
 if TYPE_CHECKING:
@@ -61,6 +61,18 @@ class BackendOptions:
     def __post_init__(self) -> None:
         if self.kind not in BACKEND_KINDS:
             raise UserError(f"backend must be one of {', '.join(BACKEND_KINDS)}; got {self.kind!r}.")
+
+
+def collect(stream: Iterator[Chunk]) -> tuple[str, GenerationStats]:
+    """Drain a stream: the whole text and the final stats (every backend's `generate`)."""
+    parts: list[str] = []
+    stats = None
+    for chunk in stream:
+        parts.append(chunk.text)
+        stats = chunk.stats or stats
+    if stats is None:
+        raise GenerationError("The stream ended without its final statistics.")
+    return "".join(parts), stats
 
 
 def open_backend(options: LoadOptions | BackendOptions) -> Backend:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import images as images_mod
-from .backend import DEFAULT_API_TIMEOUT_S
+from .backend import DEFAULT_API_TIMEOUT_S, collect
 from .errors import GenerationError, ModelLoadError, UserError
 from .families import FAMILIES, FamilySpec, family_for
 from .images import PixelBudget, PreparedImage, open_image, prepare_image
@@ -507,10 +507,4 @@ class OpenAIBackend:
 
     def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]:
         """Run to the end and return the whole text and its stats."""
-        parts: list[str] = []
-        stats: GenerationStats | None = None
-        for chunk in self.stream(request):
-            parts.append(chunk.text)
-            stats = chunk.stats or stats
-        assert stats is not None
-        return "".join(parts), stats
+        return collect(self.stream(request))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .backend import collect
 from .errors import GenerationError, UserError
 from .families import FamilySpec
 from .images import MAX_IMAGE_PIXELS, PixelBudget, PreparedImage, open_image, prepare_image
@@ -280,13 +281,7 @@ class ModelSession:
 
     def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]:
         """Run to the end and return the whole text and its stats."""
-        parts: list[str] = []
-        stats: GenerationStats | None = None
-        for chunk in self.stream(request):
-            parts.append(chunk.text)
-            stats = chunk.stats or stats
-        assert stats is not None
-        return "".join(parts), stats
+        return collect(self.stream(request))
 
 
 # Special tokens that carry meaning in an answer: Qwen2-VL writes its boxes with them. Every other special token

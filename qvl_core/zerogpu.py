@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .backend import collect
 from .envvars import env_int
 
 if TYPE_CHECKING:
@@ -101,10 +102,5 @@ class ZeroGPUBackend:
         yield from self.gpu_function(self._key, prepared, request.sampling)
 
     def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]:
-        parts: list[str] = []
-        stats = None
-        for chunk in self.stream(request):
-            parts.append(chunk.text)
-            stats = chunk.stats or stats
-        assert stats is not None
-        return "".join(parts), stats
+        """Run to the end and return the whole text and its stats."""
+        return collect(self.stream(request))
