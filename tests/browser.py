@@ -6,6 +6,8 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -37,3 +39,53 @@ def browser_page(width: int = 1280, height: int = 900) -> Iterator[object]:
             yield page
         finally:
             browser.close()
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SCREENSHOT_WIDTH = 1000  # README images: small enough to load fast, wide enough to read
+
+
+def is_local(url: str) -> bool:
+    """True for the app's own address and for in-page data:/blob: URLs; False for anything remote."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("data", "blob", "about"):
+        return True
+    return (parsed.hostname or "") in {h.strip("[]") for h in LOCAL_HOSTS}
+
+
+class Watch:
+    """Records what a page tries that it should not: remote requests (blocked, never sent), dialogs, errors."""
+
+    def __init__(self, page) -> None:
+        self.remote: list[str] = []
+        self.dialogs: list[str] = []
+        page.route(lambda url: not is_local(url), self._block)
+        page.on("dialog", self._dialog)
+
+    def _block(self, route) -> None:
+        self.remote.append(route.request.url)
+        route.abort()
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def save_screenshot(page, name: str, **kwargs) -> Path:
+    """Screenshot into tests/artifacts; with QVL_UPDATE_SCREENSHOTS=1 also a small optimized copy in docs/."""
+    from PIL import Image
+
+    artifacts = Path(__file__).resolve().parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    out = artifacts / f"{name}.png"
+    page.screenshot(path=str(out), **kwargs)
+    if os.environ.get("QVL_UPDATE_SCREENSHOTS") == "1":
+        img = Image.open(out).convert("RGB")
+        if img.width > SCREENSHOT_WIDTH:
+            img = img.resize((SCREENSHOT_WIDTH, round(img.height * SCREENSHOT_WIDTH / img.width)),
+                             Image.Resampling.LANCZOS)
+        # A 256-colour palette keeps UI screenshots crisp at a fraction of the size.
+        img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            DOCS / f"{name}.png", optimize=True)
+    return out

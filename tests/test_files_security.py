@@ -187,3 +187,14 @@ def test_auth_refuses_strangers_and_admits_the_user(served):
     reply = Client(demo.local_url, verbose=False, auth=("ann", "s3cret")).predict(
         message={"text": "hi", "files": []}, api_name="/chat")
     assert reply == BOXES
+
+
+def test_upload_size_limit_is_enforced_and_named(served):
+    demo = served(launch_extra={"max_file_size": "10kb"})
+    base = demo.local_url.rstrip("/")
+    big = (ROOT / "assets" / "receipt.png").read_bytes()
+    assert len(big) > 10 * 1024 > SHAPES.stat().st_size
+    refused = httpx.post(base + "/gradio_api/upload", files={"files": ("receipt.png", big, "image/png")})
+    assert refused.status_code == 413 and "File size exceeded maximum allowed size of 10240 bytes" in refused.text
+    ok = httpx.post(base + "/gradio_api/upload", files={"files": ("shapes.png", SHAPES.read_bytes(), "image/png")})
+    assert ok.status_code == 200

@@ -154,6 +154,15 @@ class ChatTab:
         except Exception as exc:  # noqa: BLE001 - every error becomes a message, the app keeps serving
             raise to_gr_error(exc) from None
 
+    def after_error(self, conv: Conversation):
+        """The message that failed leaves the conversation; its text goes back in the box to fix and resend."""
+        if not conv.awaiting_answer:
+            return conv, render(conv), idle_box()
+        conv, turn = conv.undo()
+        box = gr.MultimodalTextbox(value={"text": turn.text if turn else "", "files": []}, interactive=True,
+                                   submit_btn=True, stop_btn=False)
+        return conv, render(conv), box
+
     def retry(self, conv: Conversation):
         try:
             conv = conv.retry()
@@ -219,6 +228,9 @@ class ChatTab:
         sent = box.submit(self.add_message, [box, conv], [conv, chatbot, box], queue=False, api_visibility="private")
         answered = sent.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
         answered.then(idle_box, None, [box], api_visibility="private", queue=False)
+        # The browser runs `.then` only after a success: after an error, unlock the box and take the failed message
+        # back out of the conversation (else every later turn would carry the bad file again).
+        answered.failure(self.after_error, [conv], [conv, chatbot, box], api_visibility="private", queue=False)
         box.stop(idle_box, None, [box], cancels=[answered], queue=False, api_visibility="private")
 
         retried = chatbot.retry(self.retry, [conv], [conv, chatbot], queue=False, api_visibility="private")

@@ -1,0 +1,130 @@
+"""Tier 3, real browser: hostile model output travels the real model path (scripted checkpoints) into every place
+the page shows model text — chat Markdown, grounding labels (legend, table), video answer chips and spans,
+the document preview — and no script runs, no dialog opens and no request leaves for another host."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from tests.browser import Watch, browser_page
+from tests.conftest import ROOT
+from tests.test_docparse_task import HOSTILE_HTML
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+EVIL = "http://evil.example"
+# What a planted instruction could make a model write into a chat answer.
+CHAT_ANSWER = f"""Here is the **answer** and $a<b$.
+
+<script>window.__pwned = 1</script>
+<img src=x onerror="window.__pwned = 2">
+<img src="{EVIL}/raw-img.png">
+[click me](javascript:window.__pwned=3) and [also](jav&#97;script:window.__pwned=4)
+![pixel]({EVIL}/md-image.png) ![ref image][px]
+<iframe src="{EVIL}/frame"></iframe>
+<svg onload="window.__pwned = 5"><image href="{EVIL}/svg.png"/></svg>
+<div style="background:url({EVIL}/css.png)">styled</div>
+<a href="{EVIL}/ok">a plain link is fine</a>
+<details open ontoggle="window.__pwned = 6"><summary>x</summary></details>
+$\\href{{javascript:window.__pwned=7}}{{tex link}}$ and $\\includegraphics{{{EVIL}/tex.png}}$
+
+[px]: {EVIL}/ref.png
+END-OF-ANSWER"""
+LABEL = f'<img src="{EVIL}/label.png" onerror="window.__pwned=8"><script>window.__pwned=9</script>'
+GROUND_ANSWER = (f'```json\n[{{"bbox_2d": [100, 100, 400, 300], "label": {LABEL!r}}},\n'
+                 f' {{"bbox_2d": [500, 100, 800, 300], "label": "<b onmouseover=window.__pwned=10>bold</b>"}}]\n```'
+                 ).replace("'", '"')
+VIDEO_ANSWER = ('```json\n[{"start_time": "00:01.00", "end_time": "00:03.00", "description": '
+                f'"<img src=\\"{EVIL}/chapter.png\\" onerror=\\"window.__pwned=11\\">intro"}},\n'
+                '{"start_time": "00:04.00", "end_time": "00:06.00", "description": '
+                '"<script>window.__pwned=12</script>blue"}]\n```\n'
+                f'At 00:04.00 <img src="{EVIL}/chip.png" onerror="window.__pwned=13"> it turns blue.')
+
+
+def _assert_inert(page, watch: Watch) -> None:
+    page.wait_for_timeout(500)  # anything that would fire (onerror, onload, a fetch) has done so by now
+    assert page.evaluate("window.__pwned") is None
+    assert watch.dialogs == []
+    assert watch.remote == [], f"requests left the machine: {watch.remote}"
+    assert page.title() == "QVL Studio"
+
+
+def _open(page, url: str, tab: str | None = None) -> Watch:
+    watch = Watch(page)
+    page.goto(url)
+    page.wait_for_selector("#qvl-header")
+    if tab:
+        page.get_by_role("tab", name=tab).click()
+    return watch
+
+
+def test_chat_markdown_is_inert(make_session, launch_app):
+    url = launch_app(make_session("qwen2_5_vl", CHAT_ANSWER)).local_url
+    with browser_page() as page:
+        watch = _open(page, url)
+        page.fill("#chat-input textarea", "Summarise the document")
+        page.keyboard.press("Enter")
+        page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # the stats footer: done
+        bot = page.locator('[data-testid="bot"]').last
+        text = bot.inner_text()
+        assert "END-OF-ANSWER" in text and "answer" in text
+        assert "<script>" in text and "<iframe" in text  # raw HTML is shown as text, not built
+        assert bot.locator("strong").first.inner_text() == "answer"  # Markdown itself still renders
+        assert bot.locator("img, iframe, svg image, script, details").count() == 0
+        hrefs = bot.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href') || '')")
+        assert not [h for h in hrefs if h.strip().lower().startswith(("javascript", "data", "vbscript"))]
+        _assert_inert(page, watch)
+
+
+def test_grounding_labels_are_inert(make_session, launch_app, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (1000, 500), (230, 230, 230)).save(photo)
+    url = launch_app(make_session("qwen2_5_vl", GROUND_ANSWER)).local_url
+    with browser_page() as page:
+        watch = _open(page, url, "Grounding")
+        page.wait_for_selector("#ground-image", state="visible")
+        page.set_input_files("#ground-image input[type=file]", str(photo))
+        page.wait_for_selector("text=The model will see this image as")
+        page.fill("#ground-prompt textarea", "Outline everything")
+        page.click("#ground-run")
+        page.wait_for_selector("#ground-summary >> text=2 found")
+        legend = page.locator("#ground-annotated").inner_text()
+        table = page.locator("#ground-table").inner_text()
+        assert "<script>" in legend and "<script>" in table  # labels are text wherever they appear
+        for where in ("#ground-annotated", "#ground-table", "#ground-summary"):
+            assert page.locator(f"{where} script, {where} b, {where} img[src*='evil']").count() == 0, where
+        _assert_inert(page, watch)
+
+
+def test_video_answer_and_spans_are_inert(make_session, launch_app):
+    url = launch_app(make_session("qwen2_5_vl", VIDEO_ANSWER)).local_url
+    with browser_page() as page:
+        watch = _open(page, url, "Video QA")
+        page.wait_for_selector("#video-player", state="visible")
+        page.set_input_files("#video-player input[type=file]", str(ROOT / "assets" / "clock.mp4"))
+        page.wait_for_selector("#video-player video")
+        page.click("#video-run")
+        page.wait_for_selector("#video-summary >> text=time span")
+        answer = page.locator("#video-answer")
+        assert answer.locator(".qvl-chip").count() >= 2  # our chips are there...
+        assert answer.locator("img, script").count() == 0 and "<img" in answer.inner_text()  # ...model HTML is text
+        assert page.locator("#video-timeline .qvl-seg").count() == 2
+        assert page.locator("#video-gallery img").count() >= 2
+        _assert_inert(page, watch)
+
+
+def test_document_preview_is_inert(make_session, launch_app, tmp_path):
+    """The sanitized, sandboxed preview: nothing runs and nothing remote loads (every host, not one name)."""
+    scan = tmp_path / "invoice.png"
+    Image.new("RGB", (600, 400), "white").save(scan)
+    url = launch_app(make_session("qwen2_5_vl", HOSTILE_HTML)).local_url
+    with browser_page() as page:
+        watch = _open(page, url, "Documents")
+        page.wait_for_selector("#doc-files", state="visible")
+        page.set_input_files("#doc-files input[type=file]", str(scan))
+        page.wait_for_selector("#doc-files >> text=invoice.png")
+        page.click("#doc-run")
+        page.wait_for_selector("#doc-status >> text=Done")
+        assert "Invoice" in page.frame_locator("#doc-preview iframe").locator("body").inner_text()
+        _assert_inert(page, watch)
