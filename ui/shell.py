@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from qvl_core.backend import Backend
-from qvl_core.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, Limits, ServeConfig
+from qvl_core.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig
 
 from .chat import ChatTab
 from .documents import DocumentsTab
@@ -36,7 +36,8 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks
     `config` brings the input limits (applied here, before any tab reads them), the lifetime of uploads
     and output files, and the hosts media URLs may come from; without it the QVL_* defaults hold.
     """
-    (config.limits if config else Limits()).apply()
+    if config is not None:  # without one, the limits stay as they are (the QVL_* defaults, or a caller's)
+        config.limits.apply()
     st = session.status()
     ttl = config.cache_ttl_s if config else DEFAULT_CACHE_TTL_S
     # Gradio deletes this app's uploads and cached outputs; our sweeper the files the tabs write.
