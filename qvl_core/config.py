@@ -39,6 +39,7 @@ class Limits:
 
     def apply(self) -> None:
         images.MAX_IMAGE_PIXELS = self.max_image_pixels
+        documents.MAX_IMAGE_PIXELS = self.max_image_pixels  # TIFF frames are checked against the same limit
         documents.MAX_PDF_PAGES = self.max_pdf_pages
         video.DEFAULT_MAX_DURATION_S = self.max_video_seconds
         sampling.MAX_NEW_TOKENS_LIMIT = self.max_new_tokens

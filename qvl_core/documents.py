@@ -20,7 +20,6 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import images as image_module
 from .envvars import env_int
 from .errors import UserError
 from .images import MAX_IMAGE_PIXELS, open_image
@@ -250,7 +249,7 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
         what = "the selected range has" if pages and pages.strip().lower() not in ("all", "*") else "it has"
         raise UserError(
             f"Document {name!r} is too long: {what} {len(indices)} pages, over the limit of {max_pages} pages "
-            f"per job (QVL_MAX_PDF_PAGES). Choose a page range such as 1-{min(max_pages, n_pages)}."
+            f"per job. Choose a page range such as 1-{min(max_pages, n_pages)}. (The limit is QVL_MAX_PDF_PAGES.)"
         )
     if suffix in PDF_SUFFIXES:
         images = render_pdf(p, dpi=dpi, pages=indices)
@@ -293,9 +292,9 @@ def _tiff_frames(p: Path, name: str, indices: list[int]) -> Iterator[Image.Image
                 w, h = img.size
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is damaged: {exc}.") from None
-            if w * h > image_module.MAX_IMAGE_PIXELS:  # checked from the frame header, before decoding it
+            if w * h > MAX_IMAGE_PIXELS:  # checked from the frame header, before decoding it
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the "
-                                f"limit of {image_module.MAX_IMAGE_PIXELS / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
+                                f"limit of {MAX_IMAGE_PIXELS / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
             try:
                 frame = img.copy()
                 frame.load()
