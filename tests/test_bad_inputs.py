@@ -331,3 +331,23 @@ def test_cli_parse_bad_documents_and_unicode_prompt(ckpt_dir, bad, tmp_path):
     assert len(errors) == 2 and "truncated.pdf" in errors[0] + errors[1] and "empty.pdf" in errors[0] + errors[1]
     ok = _qvl("chat", "-p", UNICODE_PROMPT.replace("\x00", ""), *model)
     assert ok.returncode == 0 and ok.stdout == ANSWER + "\n"
+
+
+# ---- model text on its way to the chat (pure; the browser test proves it renders inertly) -------------
+@pytest.mark.parametrize(("text", "shown"), [
+    ("a <script>x()</script> b", "a &lt;script>x()&lt;/script> b"),
+    ('<img src=x onerror="y()">', '&lt;img src=x onerror="y()">'),
+    ("![p](http://evil.example/p.png)", "!\\[p](http://evil.example/p.png)"),
+    ("[c](javascript:y())", "[c](#))"),
+    ("[c](JaVaScRiPt:y)", "[c](#)"),
+    ("[c](jav&#97;script:y)", "[c](#)"),
+    ("[c](data:text/html,x)", "[c](#)"),
+    ("[r]: javascript:y", "[r]: #"),
+    ("[ok](https://example.org/a) and [m](mailto:a@b.c)", "[ok](https://example.org/a) and [m](mailto:a@b.c)"),
+    ("`<b>` and\n```html\n<img src=x>\n```\n<i>", "`<b>` and\n```html\n<img src=x>\n```\n&lt;i>"),
+    ("3 < 4 and **bold** and $x^2$", "3 < 4 and **bold** and $x^2$"),
+])
+def test_safe_markdown(text, shown):
+    from qvl_core.safe_markdown import safe_markdown
+
+    assert safe_markdown(text) == shown
