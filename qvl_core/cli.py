@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .backend import open_backend
 from .config import add_model_args, backend_options
+from .conversation import Conversation
 from .errors import GenerationError, UserError
 from .images import DEFAULT_MAX_IMAGE_TOKENS
-from .messages import user_turn
 from .sampling import DEFAULT_MAX_NEW_TOKENS, sampling_from_values
 from .session import GenerationRequest
 from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoBudget
@@ -35,7 +35,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 def cmd_chat(ns: argparse.Namespace) -> int:
     sampling = _sampling(ns)
     request = GenerationRequest(
-        turns=(user_turn(ns.prompt, ns.files),), sampling=sampling, system=ns.system,
+        # The same checks as a chat message in the browser (length, number of files).
+        turns=Conversation().send(ns.prompt, ns.files).turns, sampling=sampling, system=ns.system,
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
         label_media=len(ns.files) > 1,
     )

@@ -38,18 +38,10 @@ class Limits:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}.")
 
     def apply(self) -> None:
-        images.MAX_IMAGE_PIXELS = self.max_image_pixels
-        documents.MAX_IMAGE_PIXELS = self.max_image_pixels  # TIFF frames are checked against the same limit
+        images.MAX_IMAGE_PIXELS = self.max_image_pixels  # read at call time by every image check (TIFF frames too)
         documents.MAX_PDF_PAGES = self.max_pdf_pages
         video.DEFAULT_MAX_DURATION_S = self.max_video_seconds
         sampling.MAX_NEW_TOKENS_LIMIT = self.max_new_tokens
-        # Stopgap: these modules copied the constant at import; they read it at call time, so rebinding their
-        # copy is enough (remove once they call open_image without max_pixels).
-        from . import grounding_task, session
-
-        for module in (session, grounding_task):
-            if hasattr(module, "MAX_IMAGE_PIXELS"):
-                module.MAX_IMAGE_PIXELS = self.max_image_pixels
 
 
 @dataclass(frozen=True)

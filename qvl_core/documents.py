@@ -20,6 +20,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import images
 from .envvars import env_int
 from .errors import UserError
 from .images import MAX_IMAGE_PIXELS, open_image
@@ -292,9 +293,10 @@ def _tiff_frames(p: Path, name: str, indices: list[int]) -> Iterator[Image.Image
                 w, h = img.size
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is damaged: {exc}.") from None
-            if w * h > MAX_IMAGE_PIXELS:  # checked from the frame header, before decoding it
+            limit = images.MAX_IMAGE_PIXELS  # read now: --max-image-pixels sets it at startup
+            if w * h > limit:  # checked from the frame header, before decoding it
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the "
-                                f"limit of {MAX_IMAGE_PIXELS / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
+                                f"limit of {limit / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
             try:
                 frame = img.copy()
                 frame.load()

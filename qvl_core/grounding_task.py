@@ -10,7 +10,7 @@ from pathlib import Path
 from .backend import Backend
 from .families import FamilySpec
 from .grounding import Detection, count_from_answer, parse_grounding
-from .images import MAX_IMAGE_PIXELS, PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
+from .images import PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
 from .messages import user_turn
 from .sampling import SamplingParams
 from .session import GenerationRequest, GenerationStats
@@ -64,7 +64,7 @@ def ground(session: Backend, image: str | Path, prompt: str, *, sampling: Sampli
     The input size comes from the processor's own grid for this image (checked in the session), so the
     per-family coordinate map is exact, never guessed.
     """
-    open_image(image, max_pixels=MAX_IMAGE_PIXELS)  # fail fast, before queueing for the GPU, on a bad file
+    open_image(image)  # fail fast, before queueing for the GPU, on a bad file
     request = GenerationRequest(
         turns=(user_turn(prompt, [str(image)]),),
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS),

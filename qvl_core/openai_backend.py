@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import images as images_mod
 from .backend import DEFAULT_API_TIMEOUT_S, collect
 from .errors import GenerationError, ModelLoadError, UserError
 from .families import FAMILIES, FamilySpec, family_for
@@ -445,7 +444,7 @@ class OpenAIBackend:
         info = self.load()
         plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
         budget = self.image_budget(request)
-        images = tuple(prepare_image(open_image(m.path, max_pixels=images_mod.MAX_IMAGE_PIXELS), self.family, budget)
+        images = tuple(prepare_image(open_image(m.path), self.family, budget)
                        for m in plan.images)
         if videos is None:
             videos = tuple(sample_frames(m.path, self.family, request.video) for m in plan.videos)

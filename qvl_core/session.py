@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .backend import collect
 from .errors import GenerationError, UserError
 from .families import FamilySpec
-from .images import MAX_IMAGE_PIXELS, PixelBudget, PreparedImage, open_image, prepare_image
+from .images import PixelBudget, PreparedImage, open_image, prepare_image
 from .loading import LoadedModel, LoadOptions, load_model
 from .messages import MessagePlan, Turn, build_messages
 from .sampling import SamplingParams
@@ -159,7 +159,7 @@ class ModelSession:
         lm = self.load()
         plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
         budget = self.image_budget(request)
-        images = tuple(prepare_image(open_image(m.path, max_pixels=MAX_IMAGE_PIXELS), lm.family, budget)
+        images = tuple(prepare_image(open_image(m.path), lm.family, budget)
                        for m in plan.images)
         if videos is None:
             videos = tuple(sample_frames(m.path, lm.family, request.video) for m in plan.videos)

@@ -304,6 +304,8 @@ CLI_CASES = [
     (["chat", "{bad}/truncated.mp4", "-p", "hi"], VIDEOS["truncated.mp4"]),
     (["chat", "{bad}/sliver.png", "-p", "hi"], IMAGES["sliver.png"]),
     (["chat", "-p", "hi", "--top-p", "nan"], r"top_p must be a number, got nan"),
+    # ASCII, so one argument stays under the kernel's 128 KiB limit; it used to run for minutes unchecked.
+    (["chat", "-p", "x" * 100_001], r"Message is 100001 characters, over the limit of 100000"),
     (["ground", "{bad}/video-named.png", "thing"], IMAGES["video-named.png"]),
     (["video", "{bad}/empty.mp4", "what?"], VIDEOS["empty.mp4"]),
 ]

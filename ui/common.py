@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from qvl_core import sampling
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LIMIT
 from qvl_core.sampling import (
     DEFAULT_MAX_NEW_TOKENS,
-    MAX_NEW_TOKENS_LIMIT,
     MAX_REPETITION_PENALTY,
     MAX_TEMPERATURE,
     MAX_TOP_K,
@@ -45,7 +45,9 @@ class SamplingControls:
     @classmethod
     def render(cls, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SamplingControls:
         return cls(
-            max_new_tokens=gr.Slider(1, MAX_NEW_TOKENS_LIMIT, value=max_new_tokens, step=1, label="Max new tokens"),
+            # Read when the UI is built: --max-new-tokens-limit sets it at startup.
+            max_new_tokens=gr.Slider(1, sampling.MAX_NEW_TOKENS_LIMIT, value=min(max_new_tokens,
+                                     sampling.MAX_NEW_TOKENS_LIMIT), step=1, label="Max new tokens"),
             temperature=gr.Slider(0, MAX_TEMPERATURE, value=0.0, step=0.05,
                                   label="Temperature", info="0 = greedy (deterministic)"),
             top_p=gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p"),

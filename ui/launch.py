@@ -27,7 +27,7 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
     """
     backend = backend or open_backend(config.backend or config.load)
     backend.load()
-    demo = build_demo(backend)
+    demo = build_demo(backend, config)
     set_gpu_concurrency(demo, config.concurrency)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     return demo

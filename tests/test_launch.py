@@ -1,0 +1,27 @@
+"""`qvl serve` / app.py flags reach the running app: limits applied before the tabs are built."""
+
+from __future__ import annotations
+
+import argparse
+
+import gradio as gr
+
+from qvl_core import documents, images, sampling, video
+from qvl_core.config import add_serve_args, serve_config
+from ui.launch import build_app
+
+
+def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch):
+    """Regression: build_app built the UI without the config, so --max-* flags were parsed and then ignored."""
+    for module, name in ((images, "MAX_IMAGE_PIXELS"), (documents, "MAX_PDF_PAGES"),
+                         (video, "DEFAULT_MAX_DURATION_S"), (sampling, "MAX_NEW_TOKENS_LIMIT")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
+    parser = argparse.ArgumentParser()
+    add_serve_args(parser)
+    config = serve_config(parser.parse_args(["--max-image-pixels", "1000000", "--max-pdf-pages", "3",
+                                             "--max-video-seconds", "60", "--max-new-tokens-limit", "512"]))
+    demo = build_app(config, make_session())
+    assert (images.MAX_IMAGE_PIXELS, documents.MAX_PDF_PAGES, video.DEFAULT_MAX_DURATION_S,
+            sampling.MAX_NEW_TOKENS_LIMIT) == (1_000_000, 3, 60, 512)
+    sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Max new tokens"]
+    assert len(sliders) >= 4 and {s.maximum for s in sliders} == {512}
