@@ -24,10 +24,18 @@ from typing import Any, Literal
 from .backend import DEFAULT_API_TIMEOUT_S, collect
 from .errors import GenerationError, ModelLoadError, UserError
 from .families import FAMILIES, FamilySpec, family_for
-from .images import PixelBudget, PreparedImage, open_image, prepare_image
+from .images import PixelBudget, PreparedImage
 from .messages import build_messages
-from .session import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, request_image_budget
-from .video import SampledVideo, sample_frames
+from .session import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    SessionStatus,
+    prepare_media,
+    request_image_budget,
+)
+from .video import SampledVideo
 
 log = logging.getLogger(__name__)
 
@@ -442,14 +450,7 @@ class OpenAIBackend:
                 ) -> tuple[dict, tuple[PreparedImage, ...]]:
         """Decode, resize and sample exactly as ModelSession.prepare does, then build the request body."""
         info = self.load()
-        plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
-        budget = self.image_budget(request)
-        images = tuple(prepare_image(open_image(m.path), self.family, budget)
-                       for m in plan.images)
-        if videos is None:
-            videos = tuple(sample_frames(m.path, self.family, request.video) for m in plan.videos)
-        elif len(videos) != len(plan.videos):
-            raise ValueError(f"{len(videos)} pre-sampled videos for {len(plan.videos)} in the conversation")
+        _plan, images, videos = prepare_media(request, self.family, videos)
         return build_payload(self._model, self.family, request, images, videos, info.flavor), images
 
     # ---- generation --------------------------------------------------------------------------------

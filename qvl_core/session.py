@@ -54,6 +54,22 @@ def request_image_budget(request: GenerationRequest, family: FamilySpec) -> Pixe
     return PixelBudget.from_tokens(family, **kwargs)
 
 
+def prepare_media(request: GenerationRequest, family: FamilySpec, videos: tuple[SampledVideo, ...] | None = None
+                  ) -> tuple[MessagePlan, tuple[PreparedImage, ...], tuple[SampledVideo, ...]]:
+    """The messages, every image resized to its exact model size, every video sampled: what any backend sends.
+
+    `videos`, when given, are clips the caller already sampled, in the order of the conversation's videos.
+    """
+    plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
+    budget = request_image_budget(request, family)
+    images = tuple(prepare_image(open_image(m.path), family, budget) for m in plan.images)
+    if videos is None:
+        videos = tuple(sample_frames(m.path, family, request.video) for m in plan.videos)
+    elif len(videos) != len(plan.videos):
+        raise ValueError(f"{len(videos)} pre-sampled videos for {len(plan.videos)} in the conversation")
+    return plan, images, videos
+
+
 @dataclass(frozen=True)
 class GenerationStats:
     """Measured at the end of a generation. Memory is None where there is no GPU (never faked)."""
@@ -157,14 +173,7 @@ class ModelSession:
         conversation's videos; otherwise each video is sampled here with `request.video`.
         """
         lm = self.load()
-        plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
-        budget = self.image_budget(request)
-        images = tuple(prepare_image(open_image(m.path), lm.family, budget)
-                       for m in plan.images)
-        if videos is None:
-            videos = tuple(sample_frames(m.path, lm.family, request.video) for m in plan.videos)
-        elif len(videos) != len(plan.videos):
-            raise ValueError(f"{len(videos)} pre-sampled videos for {len(plan.videos)} in the conversation")
+        plan, images, videos = prepare_media(request, lm.family, videos)
         prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True)
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         # Our own resize already fixed every size; an open pixel range makes the processor's a no-op.
