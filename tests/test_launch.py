@@ -25,3 +25,23 @@ def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch
             sampling.MAX_NEW_TOKENS_LIMIT) == (1_000_000, 3, 60, 512)
     sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Max new tokens"]
     assert len(sliders) >= 4 and {s.maximum for s in sliders} == {512}
+
+
+def test_build_app_starts_a_video_decoder_worker_in_the_background(make_session):
+    import threading
+
+    from qvl_core import video as video_mod
+
+    video_mod._shutdown_workers()  # no worker left over from earlier tests
+    assert not video_mod._idle
+    build_app(serve_config(_parser().parse_args([])), make_session())
+    for t in threading.enumerate():
+        if t.name == "qvl-video-warm-up":
+            t.join(timeout=60)
+    assert video_mod._idle, "the first video should find a decoder worker already running"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_serve_args(parser)
+    return parser

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from typing import Any
 
 import gradio as gr
 
+from qvl_core import video
 from qvl_core.backend import Backend, open_backend
 from qvl_core.config import ServeConfig, add_serve_args, serve_config
 from qvl_core.errors import UserError
@@ -27,6 +29,8 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
     """
     backend = backend or open_backend(config.backend or config.load)
     backend.load()
+    # Start the video decoder worker now, in the background: the first video then does not wait ~0.3 s for it.
+    threading.Thread(target=video.warm_up, name="qvl-video-warm-up", daemon=True).start()
     demo = build_demo(backend, config)
     set_gpu_concurrency(demo, config.concurrency)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
