@@ -51,6 +51,12 @@ def test_answer_html_escapes_text_and_makes_chips():
     assert 'class="qvl-chip" data-t="4.000"' in html and 'data-t="5.000"' in html
 
 
+def test_answer_html_shows_fenced_json_as_code_without_its_fences():
+    html = answer_html('Here:\n```json\n[{"start_time": "00:01.00", "end_time": "00:02.00"}]\n```\nDone at 3 seconds.')
+    assert "```" not in html and html.count('<pre class="qvl-code">') == 1 and html.count('class="qvl-chip"') == 3
+    assert answer_html("```json\n[{\"start_time\": \"00:01.00\"").count("qvl-code") == 1  # still streaming
+
+
 def test_presets():
     from qvl_core.families import family_for
 

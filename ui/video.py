@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import html as html_lib
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -52,15 +53,34 @@ def chip(seconds: float, label: str) -> str:
             f'title="Jump to {format_timestamp(seconds)}">{html_lib.escape(label)}</button>')
 
 
+# A Markdown fence line: "```" or "```json" on its own line (the model wraps JSON answers in them).
+_FENCE_RE = re.compile(r"^[ \t]*```[\w+-]*[ \t]*$\n?", re.MULTILINE)
+
+
 def answer_html(text: str, offset: float = 0.0) -> str:
-    """The answer as HTML: escaped text, each timestamp a chip that seeks to (model time + offset) seconds."""
+    """The answer as HTML: escaped text, each timestamp a chip that seeks to (model time + offset) seconds.
+
+    Fenced blocks (the JSON of Chapters) show as code without their ``` lines; a block still being streamed
+    runs to the end of the text.
+    """
+    blocks = []
+    for i, block in enumerate(_FENCE_RE.split(text)):
+        if not block.strip():
+            continue
+        inner = _linked(block.strip("\n") if i % 2 else block, code=bool(i % 2), offset=offset)
+        blocks.append(f'<pre class="qvl-code">{inner}</pre>' if i % 2 else inner)
+    return f'<div class="qvl-answer">{"".join(blocks)}</div>'
+
+
+def _linked(text: str, *, code: bool, offset: float) -> str:
     parts = []
     for segment, seconds in link_timestamps(text):
         if seconds is None:
-            parts.append(html_lib.escape(segment).replace("\n", "<br>"))
+            escaped = html_lib.escape(segment)
+            parts.append(escaped if code else escaped.replace("\n", "<br>"))
         else:
             parts.append(chip(seconds + offset, segment))
-    return f'<div class="qvl-answer">{"".join(parts)}</div>'
+    return "".join(parts)
 
 
 def timeline_html(answer: VideoAnswer) -> str:
