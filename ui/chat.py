@@ -22,7 +22,7 @@ from qvl_core.sampling import DEFAULT_MAX_NEW_TOKENS
 from qvl_core.session import GenerationRequest, GenerationStats
 from qvl_core.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
 
-from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, throttled, to_gr_error, to_sampling
+from .common import SamplingControls, format_stats, gpu_event, image_tokens_slider, throttled, to_gr_error, to_sampling
 from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -129,7 +129,8 @@ def grounding_figure(session: Backend, conv: Conversation, text: str, stats: Gen
 class ChatTab:
     """Builds the Chat tab and wires its events; the handlers work on plain data."""
 
-    def __init__(self, session: Backend) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
 
     # ---- handlers (plain data in, plain data out) -------------------------------------------------
@@ -223,7 +224,7 @@ class ChatTab:
             gr.Examples(examples=examples, inputs=[box], label="Examples (media made by this project)")
 
         settings = [system, *sampling.components, max_image_tokens, fps, max_frames, label_media]
-        gen = {"concurrency_id": GPU_QUEUE, "concurrency_limit": 1}
+        gen = self.gpu
 
         sent = box.submit(self.add_message, [box, conv], [conv, chatbot, box], queue=False, api_visibility="private")
         answered = sent.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -60,6 +61,12 @@ class SamplingControls:
     @property
     def components(self) -> list[gr.components.Component]:
         return [self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed]
+
+
+def gpu_event(concurrency: int = 1) -> dict[str, Any]:
+    """Event settings that put a handler in the one GPU queue, `concurrency` requests at a time: 1 for the model
+    in this process, more for a serving engine, which batches whatever it is sent."""
+    return {"concurrency_id": GPU_QUEUE, "concurrency_limit": concurrency}
 
 
 def to_sampling(max_new_tokens: float, temperature: float, top_p: float, top_k: float,

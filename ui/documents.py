@@ -28,7 +28,7 @@ from qvl_core.docparse_task import (
 from qvl_core.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
 from qvl_core.errors import UserError
 
-from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, to_gr_error, to_sampling
+from .common import SamplingControls, format_stats, gpu_event, image_tokens_slider, to_gr_error, to_sampling
 from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -72,7 +72,8 @@ def job_stem(files: list[str] | None) -> str:
 class DocumentsTab:
     """Builds the Document parsing tab and its /parse_document API."""
 
-    def __init__(self, session: Backend) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
 
     def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,
@@ -173,7 +174,7 @@ class DocumentsTab:
         running = run_btn.click(
             self.run, [files, mode, fields, pages, dpi, max_tokens, *sampling.components],
             [state, page_pick, *views, live, status, downloads],
-            concurrency_id=GPU_QUEUE, concurrency_limit=1, api_visibility="private",
+            **self.gpu, api_visibility="private",
         )
         stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
 
@@ -183,5 +184,4 @@ class DocumentsTab:
                       gr.Textbox("", label="fields")]
             api_out = [gr.Textbox(label="html"), gr.Textbox(label="markdown"), gr.JSON(label="layout")]
             api_btn = gr.Button()
-        api_btn.click(self.api_parse, api_in, api_out, api_name="parse_document", concurrency_id=GPU_QUEUE,
-                      concurrency_limit=1)
+        api_btn.click(self.api_parse, api_in, api_out, api_name="parse_document", **self.gpu)

@@ -16,7 +16,7 @@ from qvl_core.grounding import PRESETS, build_prompt
 from qvl_core.grounding_task import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
 from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 
-from .common import GPU_QUEUE, SamplingControls, format_stats, image_tokens_slider, to_gr_error, to_sampling
+from .common import SamplingControls, format_stats, gpu_event, image_tokens_slider, to_gr_error, to_sampling
 from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -86,7 +86,8 @@ def drawn_image(image_path: str, result: GroundingResult) -> Image.Image:
 class GroundingTab:
     """Builds the Grounding tab and its /ground API; handlers work on plain data."""
 
-    def __init__(self, session: Backend) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
 
     def prompt_for(self, preset: str, text: str) -> str:
@@ -185,7 +186,7 @@ class GroundingTab:
         running = run_btn.click(
             self.run, [image, preset, text, prompt, max_tokens, *sampling.components],
             [annotated, table, summary, download, raw, prompt],
-            concurrency_id=GPU_QUEUE, concurrency_limit=1, api_visibility="private",
+            **self.gpu, api_visibility="private",
         )
         stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
 
@@ -196,8 +197,7 @@ class GroundingTab:
                       gr.Number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, precision=0, label="max_new_tokens")]
             api_out = [gr.Image(type="pil", label="drawn"), gr.JSON(label="detections")]
             api_btn = gr.Button()
-        api_btn.click(self.api_ground, api_in, api_out, api_name="ground", concurrency_id=GPU_QUEUE,
-                      concurrency_limit=1)
+        api_btn.click(self.api_ground, api_in, api_out, api_name="ground", **self.gpu)
 
 
 def color_map(labels: list[str]) -> dict[str, str]:

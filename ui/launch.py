@@ -15,7 +15,6 @@ from qvl_core.backend import Backend, open_backend
 from qvl_core.config import ServeConfig, add_serve_args, serve_config
 from qvl_core.errors import UserError
 
-from .common import GPU_QUEUE
 from .shell import LAUNCH_KWARGS, build_demo
 
 log = logging.getLogger("qvl")
@@ -32,20 +31,8 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
     # Start the video decoder worker now, in the background: the first video then does not wait ~0.3 s for it.
     threading.Thread(target=video.warm_up, name="qvl-video-warm-up", daemon=True).start()
     demo = build_demo(backend, config)
-    set_gpu_concurrency(demo, config.concurrency)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     return demo
-
-
-def set_gpu_concurrency(demo: gr.Blocks, limit: int) -> None:
-    """Let `limit` events of the shared GPU queue run at once.
-
-    The tabs declare their GPU events with a limit of 1, and Gradio keeps the lowest limit of a concurrency
-    group, so every event of the group is raised here, before the queue creates the group.
-    """
-    for fn in demo.fns.values():
-        if fn.concurrency_id == GPU_QUEUE:
-            fn.concurrency_limit = limit
 
 
 def launch_kwargs(config: ServeConfig) -> dict[str, Any]:

@@ -33,13 +33,15 @@ def header_markdown(session: Backend) -> str:
 def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks:
     """Build the whole UI around an already loaded session (nothing heavy happens here).
 
-    `config` brings the input limits (applied here, before any tab reads them), the lifetime of uploads
-    and output files, and the hosts media URLs may come from; without it the QVL_* defaults hold.
+    `config` brings the input limits (applied here, before any tab reads them), how many requests the GPU queue
+    runs at once, the lifetime of uploads and output files, and the hosts media URLs may come from; without it
+    the QVL_* defaults hold.
     """
     if config is not None:  # without one, the limits stay as they are (the QVL_* defaults, or a caller's)
         config.limits.apply()
     st = session.status()
     ttl = config.cache_ttl_s if config else DEFAULT_CACHE_TTL_S
+    concurrency = config.concurrency if config else 1
     # Gradio deletes this app's uploads and cached outputs; our sweeper the files the tabs write.
     with gr.Blocks(title="QVL Studio", delete_cache=(round(sweep_interval(ttl)), ttl)) as demo:
         header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
@@ -48,13 +50,13 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks
                         elem_id="random-banner", container=False)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(session).render()
+                ChatTab(session, concurrency=concurrency).render()
             with gr.Tab("Grounding", id="grounding"):
-                GroundingTab(session).render()
+                GroundingTab(session, concurrency=concurrency).render()
             with gr.Tab("Documents", id="documents"):
-                DocumentsTab(session).render()
+                DocumentsTab(session, concurrency=concurrency).render()
             with gr.Tab("Video QA", id="video"):
-                VideoTab(session).render()
+                VideoTab(session, concurrency=concurrency).render()
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")

@@ -26,7 +26,7 @@ from qvl_core.video import (
 )
 from qvl_core.video_task import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
 
-from .common import GPU_QUEUE, SamplingControls, format_stats, to_gr_error, to_sampling
+from .common import SamplingControls, format_stats, gpu_event, to_gr_error, to_sampling
 from .files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -124,7 +124,8 @@ def gallery(video: str, answer: VideoAnswer) -> list[tuple]:
 class VideoTab:
     """Builds the Video QA tab and its /video_qa API."""
 
-    def __init__(self, session: Backend) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
 
     @staticmethod
@@ -244,7 +245,7 @@ class VideoTab:
         running = run_btn.click(
             self.run, [video, preset, text, prompt, *budget_inputs, start, end, *sampling.components],
             [answer, frames, timeline, table, download, summary, raw, prompt],
-            concurrency_id=GPU_QUEUE, concurrency_limit=1, api_visibility="private",
+            **self.gpu, api_visibility="private",
         )
         stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
 
@@ -253,5 +254,4 @@ class VideoTab:
                       gr.Number(DEFAULT_MAX_FRAMES, precision=0, label="max_frames")]
             api_out = [gr.Textbox(label="answer"), gr.JSON(label="spans")]
             api_btn = gr.Button()
-        api_btn.click(self.api_video_qa, api_in, api_out, api_name="video_qa", concurrency_id=GPU_QUEUE,
-                      concurrency_limit=1)
+        api_btn.click(self.api_video_qa, api_in, api_out, api_name="video_qa", **self.gpu)
