@@ -75,6 +75,8 @@ MIN_PACKETS_PER_CHUNK = 200
 CHUNKS_PER_DECODER = 4
 # OpenCV: seek (instead of decoding through) when the next frame is this far ahead.
 OPENCV_SEEK_GAP_S = 8.0
+# PyAV: 8-bit 4:2:0 frames are scaled as YUV and then converted (see _PyAVReader._rgb).
+_PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
 # The processor gets frame times on a clock of this many ticks per sampling step (see processor_metadata).
 TICKS_PER_STEP = 1000
 
@@ -684,6 +686,7 @@ class _PyAVReader:
         import av
 
         self.path, self.emit = path, emit
+        self._scalers = threading.local()
         name = Path(path).name
         try:
             self.container = av.open(path, metadata_errors="ignore")
@@ -915,11 +918,25 @@ class _PyAVReader:
 
     def _rgb(self, frame: Any, size: tuple[int, int] | None) -> np.ndarray:
         turn = self.rotation // 90
-        if size is None:
-            arr = frame.to_ndarray(format="rgb24")
-        else:
+        # One pair of scalers per decoding thread, kept across frames, each single-threaded: frame.reformat
+        # would build a new swscale context (and its thread pool) for every frame, which cost more CPU
+        # than the conversion itself; the decoders already keep every core busy.
+        scalers = getattr(self._scalers, "pair", None)
+        if scalers is None:
+            from av.video.reformatter import VideoReformatter
+
+            scalers = self._scalers.pair = (VideoReformatter(), VideoReformatter())
+        scale, convert = scalers
+        if size is not None:
             h, w = size if turn % 2 == 0 else size[::-1]  # resize in the stored orientation, then turn
-            arr = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BILINEAR")
+            if frame.format.name in _PLANAR_420:
+                # Scale the YUV planes first, then convert at the small size: swscale's unscaled
+                # yuv->rgb path is several times faster than its scaling one.
+                frame = scale.reformat(frame, width=w, height=h, interpolation="BILINEAR", threads=1)
+            else:
+                frame = scale.reformat(frame, width=w, height=h, format="rgb24", interpolation="BILINEAR",
+                                       threads=1)
+        arr = convert.reformat(frame, format="rgb24", threads=1).to_ndarray()
         return np.ascontiguousarray(np.rot90(arr, -turn)) if turn else arr
 
     def close(self) -> None:

@@ -88,14 +88,14 @@ def write_cv(path: Path, fourcc: str, fps: float, n: int, size=(208, 112)) -> Pa
 
 
 def write_h264(path: Path, times_ms: list[int], *, size=(208, 112), gop: int = 50, rotation: int = 0,
-               frames: list[np.ndarray] | None = None) -> Path:
+               frames: list[np.ndarray] | None = None, pix_fmt: str = "yuv420p") -> Path:
     """H.264 with B-frames through PyAV, one frame per entry of `times_ms` (real presentation times)."""
     import av
 
     out = av.open(str(path), "w")
     stream = out.add_stream("libx264", rate=1000)  # a millisecond clock: frame times are kept as given
     stream.width, stream.height = size
-    stream.pix_fmt = "yuv420p"
+    stream.pix_fmt = pix_fmt
     stream.time_base = stream.codec_context.time_base = fractions.Fraction(1, 1000)
     stream.options = {"g": str(gop), "bf": "3", "preset": "veryfast", "crf": "20"}
     if rotation:
@@ -252,6 +252,41 @@ def test_rotated_phone_video_comes_out_upright(tmp_path, backend, turn):
     assert (info.width, info.height, info.rotation) == (120, 196, (-turn) % 360)
     still = np.asarray(frame_at(path, 1.0, backend=backend))
     assert still.shape[:2] == (196, 120) and is_upright(still) and read_code(still, bits=6) == 10
+
+
+# ---- colour: the fast conversion looks like the reference pipeline ---------------------------------------
+def scene(i: int, w: int = 448, h: int = 256) -> np.ndarray:
+    """A camera-like frame: smooth colour gradients, a saturated disc and a sharp-edged block that move."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([x / w * 255, y / h * 255, (1 - x / w) * 160 + 40 * np.sin(y / 9 + i)], axis=-1)
+    img[(x - 90 - 6 * i) ** 2 + (y - 120) ** 2 < 50**2] = (230, 40, 30)
+    img[30:90, 300 - 4 * i:380 - 4 * i] = (20, 60, 220)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuvj420p", "yuv444p", "yuv420p10le"])
+def test_pyav_frames_match_full_size_rgb_resized_with_antialias(tmp_path, pix_fmt):
+    """Our PyAV reader scales 4:2:0 frames as YUV before converting (it is several times cheaper); other
+    formats are converted and scaled in one step. Either way a sampled frame must look like what the
+    reference pipeline gives (decode to full-size RGB, then an antialiased bicubic resize)."""
+    import av
+    from PIL import Image
+
+    try:
+        path = write_h264(tmp_path / f"{pix_fmt}.mp4", [i * 100 for i in range(20)], size=(448, 256),
+                          frames=[scene(i) for i in range(20)], gop=8, pix_fmt=pix_fmt)
+    except (av.error.FFmpegError, ValueError) as exc:
+        pytest.skip(f"this libx264 cannot write {pix_fmt}: {exc}")
+    v = sample_frames(path, QWEN25, VideoBudget(fps=2, max_frames=8, max_frame_tokens=48), backend="pyav")
+    h, w = v.frames.shape[1:3]
+    assert (h, w) != (256, 448) and h * w < 448 * 256 / 2  # really scaled down
+    with av.open(str(path)) as c:
+        full = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for frame, index in zip(v.frames, v.indices, strict=True):
+        ref = np.asarray(Image.fromarray(full[index]).resize((w, h), Image.Resampling.BICUBIC), np.float32)
+        err = np.abs(frame.astype(np.float32) - ref)
+        assert err.mean() < 2.5, (pix_fmt, index, err.mean())
+        assert np.percentile(err, 99) < 40, (pix_fmt, index, np.percentile(err, 99))
 
 
 # ---- where the model puts the frames in time ---------------------------------------------------------------
