@@ -772,7 +772,13 @@ class _PyAVReader:
             raise _Failed(f"video {name!r} has frames with duplicate timestamps")
         self.display_pts = display
         tb = self.stream.time_base
-        self.frame_times = np.asarray([float((p - display[0]) * tb) for p in display])
+        # Exact integer ticks times the numerator, then one correctly rounded division: the same floats as
+        # float(Fraction) per frame, without an hour of video costing a second in Fraction arithmetic.
+        if (display[-1] - display[0]) * tb.numerator < 2**53:  # exact in float64 (always, but for odd files)
+            ticks = (np.asarray(display, np.int64) - display[0]) * tb.numerator
+            self.frame_times = ticks.astype(np.float64) / tb.denominator
+        else:
+            self.frame_times = np.asarray([float((p - display[0]) * tb) for p in display])
         self.frames = len(display)
         # The last frame lasts as long as the one before it (or one frame at the nominal rate).
         if self.frames > 1:
