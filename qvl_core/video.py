@@ -828,7 +828,7 @@ class _PyAVReader:
             if packets is None or first - cursor > SEEK_MIN_GAP_PACKETS or first <= cursor:
                 if packets is not None:
                     yield from self._frames(cc.decode(None), pending, size)  # drain before the seek flushes
-                container.seek(self.dts[first], stream=stream, backward=True)
+                container.seek(self._seek_target(first), stream=stream, backward=True)
                 packets = container.demux(stream)
                 cursor = -1
             for packet in packets:
@@ -859,6 +859,16 @@ class _PyAVReader:
             missing = sorted(float((p - self.display_pts[0]) * self.stream.time_base) for p in pending)
             raise _Failed(f"the frames of {Path(self.path).name!r} at {', '.join(f'{t:.2f}' for t in missing[:3])} s "
                           "could not be decoded")
+
+    def _seek_target(self, first: int) -> int:
+        """Where to seek to land on the keyframe at decode position `first`. MP4 and Matroska seek by
+        presentation time, and a keyframe is shown after it is decoded (B-frames), so its decode time lands
+        one GOP early; its presentation time, kept below the next keyframe's decode time for the containers
+        that seek by decode time, lands on it."""
+        g = bisect.bisect_right(self._gop_starts, first)
+        if g < len(self._gop_starts):
+            return max(self.dts[first], min(self.pts[first], self.dts[self._gop_starts[g]] - 1))
+        return max(self.dts[first], self.pts[first])
 
     def _gop_start_at(self, pos: int) -> int:
         return self._gop_starts[bisect.bisect_right(self._gop_starts, pos) - 1]
