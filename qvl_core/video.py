@@ -767,6 +767,7 @@ class _PyAVReader:
         self.pts, self.dts, self.key = pts, dts, key
         self.pos_of = {p: i for i, p in enumerate(pts)}
         self._gop_starts = [i for i, k in enumerate(key) if k or i == 0]
+        self._seeks_by_pts = bool({"mov", "mp4", "matroska", "webm"} & set(self.container.format.name.split(",")))
         display = sorted(p for p, s in zip(pts, shown, strict=True) if s)
         if len(set(display)) != len(display):
             raise _Failed(f"video {name!r} has frames with duplicate timestamps")
@@ -861,14 +862,18 @@ class _PyAVReader:
                           "could not be decoded")
 
     def _seek_target(self, first: int) -> int:
-        """Where to seek to land on the keyframe at decode position `first`. MP4 and Matroska seek by
-        presentation time, and a keyframe is shown after it is decoded (B-frames), so its decode time lands
-        one GOP early; its presentation time, kept below the next keyframe's decode time for the containers
-        that seek by decode time, lands on it."""
+        """The timestamp to seek to so as to land on the keyframe at decode position `first`.
+
+        MP4/MOV and Matroska seek by presentation time; with B-frames a keyframe is shown after it is
+        decoded, so its decode time lands a whole GOP early (correct, since we read forward, but a GOP
+        demuxed for nothing per seek). Other demuxers (MPEG-TS, AVI) seek by decode time, where the
+        presentation time would overshoot. The time is kept below the next keyframe's decode time.
+        """
+        if not self._seeks_by_pts:
+            return self.dts[first]
         g = bisect.bisect_right(self._gop_starts, first)
-        if g < len(self._gop_starts):
-            return max(self.dts[first], min(self.pts[first], self.dts[self._gop_starts[g]] - 1))
-        return max(self.dts[first], self.pts[first])
+        limit = self.dts[self._gop_starts[g]] - 1 if g < len(self._gop_starts) else self.pts[first]
+        return max(self.dts[first], min(self.pts[first], limit))
 
     def _gop_start_at(self, pos: int) -> int:
         return self._gop_starts[bisect.bisect_right(self._gop_starts, pos) - 1]

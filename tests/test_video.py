@@ -254,6 +254,35 @@ def test_rotated_phone_video_comes_out_upright(tmp_path, backend, turn):
     assert still.shape[:2] == (196, 120) and is_upright(still) and read_code(still, bits=6) == 10
 
 
+@pytest.mark.parametrize("container", ["mp4", "mov", "mkv", "ts"])
+def test_pyav_seek_lands_on_the_wanted_keyframe_not_a_gop_early(tmp_path, container):
+    """With B-frames a keyframe is decoded before it is shown; MP4 and Matroska seek by the time shown,
+    MPEG-TS by the decode time. Each seek must land on the keyframe asked for: a GOP early is still correct
+    (the reader reads forward) but demuxes a GOP for nothing per sampled frame of a long video, and landing
+    past it makes the reader start over from the top of the file."""
+    import av
+
+    src = write_h264(tmp_path / "src.mp4", [i * 40 for i in range(120)], gop=12)
+    path = tmp_path / f"v.{container}"
+    with av.open(str(src)) as i, av.open(str(path), "w") as o:  # the same packets in another container
+        out = o.add_stream_from_template(i.streams.video[0])
+        for packet in i.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = out
+                o.mux(packet)
+    reader = video._PyAVReader(str(path), emit=lambda m: None)
+    try:
+        keys = [k for k in reader._gop_starts if k > 0]
+        assert len(keys) >= 8
+        assert any(reader.pts[k] != reader.dts[k] for k in keys)  # B-frames: the case that matters
+        for k in keys:
+            reader.container.seek(reader._seek_target(k), stream=reader.stream, backward=True)
+            first = next(p for p in reader.container.demux(reader.stream) if p.size)
+            assert reader.pos_of[first.pts] == k
+    finally:
+        reader.close()
+
+
 # ---- colour: the fast conversion looks like the reference pipeline ---------------------------------------
 def scene(i: int, w: int = 448, h: int = 256) -> np.ndarray:
     """A camera-like frame: smooth colour gradients, a saturated disc and a sharp-edged block that move."""
