@@ -72,6 +72,29 @@ class Watch:
         dialog.dismiss()
 
 
+def open_tab(page, url: str, tab: str | None = None, ready: str | None = None) -> Watch:
+    """Load the app with remote requests and dialogs watched, open `tab`, and wait for `ready` to be visible
+    (the tab is rendered before anything is uploaded into it)."""
+    watch = Watch(page)
+    page.goto(url)
+    page.wait_for_selector("#qvl-header")
+    if tab:
+        page.get_by_role("tab", name=tab).click()
+    if ready:
+        page.wait_for_selector(ready, state="visible")
+    return watch
+
+
+def send_chat(page, text: str, files: list[str]) -> None:
+    """Type a chat message (with files attached, once their thumbnails show) and press Enter."""
+    page.wait_for_selector("#chat-input textarea")
+    if files:
+        page.set_input_files("#chat-input input[type=file]", files)
+        page.wait_for_selector("#chat-input img, #chat-input .thumbnail-item")
+    page.fill("#chat-input textarea", text)
+    page.keyboard.press("Enter")
+
+
 def save_screenshot(page, name: str, **kwargs) -> Path:
     """Screenshot into tests/artifacts; with QVL_UPDATE_SCREENSHOTS=1 also a small optimized copy in docs/."""
     from PIL import Image

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from qvl_core.session import ModelSession
-from tests.browser import browser_page
+from tests.browser import browser_page, send_chat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -45,15 +45,6 @@ RECORD_LENGTHS = """
 """
 
 
-def _send(page, text: str, files: list[str]) -> None:
-    page.wait_for_selector("#chat-input textarea")
-    if files:
-        page.set_input_files("#chat-input input[type=file]", files)
-        page.wait_for_selector("#chat-input img, #chat-input .thumbnail-item")
-    page.fill("#chat-input textarea", text)
-    page.keyboard.press("Enter")
-
-
 def test_upload_send_stream_and_render(url, artifacts):
     from pathlib import Path
 
@@ -61,7 +52,7 @@ def test_upload_send_stream_and_render(url, artifacts):
     with browser_page() as page:
         page.goto(url)
         page.evaluate(RECORD_LENGTHS)
-        _send(page, "What shapes do you see?", [shapes])
+        send_chat(page, "What shapes do you see?", [shapes])
         page.wait_for_selector('[data-testid="bot"] >> text=word59', timeout=120_000)
         page.wait_for_selector('[data-testid="bot"] >> text=tokens')  # the stats footer came with the end
         bot = page.locator('[data-testid="bot"]').last
@@ -72,13 +63,13 @@ def test_upload_send_stream_and_render(url, artifacts):
         lengths = page.evaluate("window.__lengths")
         final = max(lengths)
         assert len({n for n in lengths if 0 < n < final}) >= 3, "the answer did not stream"
-        page.screenshot(path=str(artifacts / "chat.png"))
+        page.screenshot(path=str(artifacts / "chat-stream.png"))
 
 
 def test_stop_ends_the_answer_and_unlocks_the_box(url, artifacts):
     with browser_page() as page:
         page.goto(url)
-        _send(page, "Tell me everything", [])
+        send_chat(page, "Tell me everything", [])
         page.wait_for_selector('[data-testid="bot"] >> text=circle')
         page.locator("#chat-input button.stop-button, #chat-input button[aria-label*=Stop i]").first.click()
         page.wait_for_selector("#chat-input textarea:not([disabled])")
@@ -86,5 +77,5 @@ def test_stop_ends_the_answer_and_unlocks_the_box(url, artifacts):
         text = page.locator('[data-testid="bot"]').last.inner_text()
         assert "word59" not in text and "circle" in text
         # The next message goes through at once.
-        _send(page, "Again", [])
+        send_chat(page, "Again", [])
         page.wait_for_selector('[data-testid="bot"] >> nth=1 >> text=word59', timeout=120_000)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import browser_page
+from tests.browser import browser_page, open_tab, save_screenshot
 from tests.test_grounding_app import ORIGINAL, scripted_answer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path, artifacts):
+def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path):
     from PIL import Image
 
     photo = tmp_path / "photo.png"
@@ -19,9 +19,7 @@ def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path, arti
     img.save(photo)
     url = launch_app(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl"))).local_url
     with browser_page() as page:
-        page.goto(url)
-        page.get_by_role("tab", name="Grounding").click()
-        page.wait_for_selector("#ground-image", state="visible")
+        open_tab(page, url, "Grounding", "#ground-image")
         page.set_input_files("#ground-image input[type=file]", str(photo))
         page.wait_for_selector("text=The model will see this image as 1008×504 px")
         page.fill("#ground-text textarea", "red box")
@@ -32,4 +30,4 @@ def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path, arti
         legend = page.locator("#ground-annotated").inner_text()
         assert "red box" in legend and "dot" in legend
         assert "250" in page.locator("#ground-table").inner_text()
-        page.screenshot(path=str(artifacts / "grounding.png"), full_page=True)
+        save_screenshot(page, "grounding", full_page=True)  # the README's screenshot of this tab

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from tests.browser import Watch, browser_page
+from tests.browser import Watch, browser_page, open_tab
 from tests.conftest import ROOT
 from tests.test_docparse_task import HOSTILE_HTML
 
@@ -50,19 +50,10 @@ def _assert_inert(page, watch: Watch) -> None:
     assert page.title() == "QVL Studio"
 
 
-def _open(page, url: str, tab: str | None = None) -> Watch:
-    watch = Watch(page)
-    page.goto(url)
-    page.wait_for_selector("#qvl-header")
-    if tab:
-        page.get_by_role("tab", name=tab).click()
-    return watch
-
-
 def test_chat_markdown_is_inert(make_session, launch_app):
     url = launch_app(make_session("qwen2_5_vl", CHAT_ANSWER)).local_url
     with browser_page() as page:
-        watch = _open(page, url)
+        watch = open_tab(page, url)
         page.fill("#chat-input textarea", "Summarise the document")
         page.keyboard.press("Enter")
         page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # the stats footer: done
@@ -82,8 +73,7 @@ def test_grounding_labels_are_inert(make_session, launch_app, tmp_path):
     Image.new("RGB", (1000, 500), (230, 230, 230)).save(photo)
     url = launch_app(make_session("qwen2_5_vl", GROUND_ANSWER)).local_url
     with browser_page() as page:
-        watch = _open(page, url, "Grounding")
-        page.wait_for_selector("#ground-image", state="visible")
+        watch = open_tab(page, url, "Grounding", "#ground-image")
         page.set_input_files("#ground-image input[type=file]", str(photo))
         page.wait_for_selector("text=The model will see this image as")
         page.fill("#ground-prompt textarea", "Outline everything")
@@ -100,8 +90,7 @@ def test_grounding_labels_are_inert(make_session, launch_app, tmp_path):
 def test_video_answer_and_spans_are_inert(make_session, launch_app):
     url = launch_app(make_session("qwen2_5_vl", VIDEO_ANSWER)).local_url
     with browser_page() as page:
-        watch = _open(page, url, "Video QA")
-        page.wait_for_selector("#video-player", state="visible")
+        watch = open_tab(page, url, "Video QA", "#video-player")
         page.set_input_files("#video-player input[type=file]", str(ROOT / "assets" / "clock.mp4"))
         page.wait_for_selector("#video-player video")
         page.click("#video-run")
@@ -120,8 +109,7 @@ def test_document_preview_is_inert(make_session, launch_app, tmp_path):
     Image.new("RGB", (600, 400), "white").save(scan)
     url = launch_app(make_session("qwen2_5_vl", HOSTILE_HTML)).local_url
     with browser_page() as page:
-        watch = _open(page, url, "Documents")
-        page.wait_for_selector("#doc-files", state="visible")
+        watch = open_tab(page, url, "Documents", "#doc-files")
         page.set_input_files("#doc-files input[type=file]", str(scan))
         page.wait_for_selector("#doc-files >> text=invoice.png")
         page.click("#doc-run")

@@ -2,18 +2,18 @@
 reaching the person as a visible message (then the next request works).
 
 Screenshots go to tests/artifacts; `QVL_UPDATE_SCREENSHOTS=1 make test` also writes small copies to docs/.
-Stop mid-stream in Chat is covered by test_browser_chat.py.
+Stop mid-stream in Chat is covered by test_browser_chat.py; the Grounding flow and its screenshot by
+test_browser_grounding.py.
 """
 
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 
-from tests.browser import Watch, browser_page, save_screenshot
+from tests.browser import browser_page, open_tab, save_screenshot, send_chat
 from tests.conftest import ROOT
 from tests.test_docparse_task import REPORT_HTML, make_pdf
-from tests.test_grounding_app import ORIGINAL, scripted_answer
+from tests.test_grounding_app import scripted_answer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,14 +24,6 @@ CHAT_ANSWER = ("The picture shows **four shapes**: a red circle, a blue rectangl
                "The area of a circle is $\\pi r^2$.")
 VIDEO_ANSWER = ('```json\n[{"start_time": "00:00.00", "end_time": "00:04.00", "description": "the ball is red"},\n'
                 '{"start_time": "00:04.00", "end_time": "00:08.00", "description": "the ball turns blue"}]\n```')
-
-
-def _open(page, url: str, tab: str, ready: str) -> Watch:
-    watch = Watch(page)
-    page.goto(url)
-    page.get_by_role("tab", name=tab).click()
-    page.wait_for_selector(ready, state="visible")  # the tab is rendered before anything is uploaded into it
-    return watch
 
 
 def _toast(page, pattern: str) -> str:
@@ -56,19 +48,10 @@ def chat_url(make_session, launch_app):
     return launch_app(make_session("qwen2_5_vl", CHAT_ANSWER)).local_url
 
 
-def _send(page, text: str, files: list[str]) -> None:
-    page.wait_for_selector("#chat-input textarea")
-    if files:
-        page.set_input_files("#chat-input input[type=file]", files)
-        page.wait_for_selector("#chat-input .thumbnail-item, #chat-input img")
-    page.fill("#chat-input textarea", text)
-    page.keyboard.press("Enter")
-
-
 def test_chat_tab(chat_url):
     with browser_page() as page:
-        _open(page, chat_url, "Chat", "#chat-input")
-        _send(page, "What shapes do you see, and what colour are they?", [SHAPES])
+        open_tab(page, chat_url, "Chat", "#chat-input")
+        send_chat(page, "What shapes do you see, and what colour are they?", [SHAPES])
         page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)
         bot = page.locator('[data-testid="bot"]').last
         assert bot.locator("table").count() == 1 and bot.locator(".katex").count() >= 1
@@ -77,14 +60,14 @@ def test_chat_tab(chat_url):
 
 def test_chat_error_is_shown_and_the_next_message_works(chat_url, fake_png):
     with browser_page() as page:
-        _open(page, chat_url, "Chat", "#chat-input")
-        _send(page, "What is this?", [fake_png])
+        open_tab(page, chat_url, "Chat", "#chat-input")
+        send_chat(page, "What is this?", [fake_png])
         assert "'holiday.png' is not an image" in _toast(page, "holiday.png")
         # The failed message leaves the conversation and its text comes back to the box, unlocked.
         page.wait_for_function("document.querySelector('#chat-input textarea').value === 'What is this?'")
         page.wait_for_selector("#chat-input textarea:not([disabled])")
         assert page.locator('[data-testid="user"]').count() == 0
-        _send(page, "And this?", [SHAPES])
+        send_chat(page, "And this?", [SHAPES])
         page.wait_for_selector('[data-testid="bot"] >> text=four shapes', timeout=120_000)
         users = " ".join(page.locator('[data-testid="user"]').all_inner_texts())
         assert "And this?" in users and "What is this?" not in users  # the failed turn is gone from the history
@@ -96,25 +79,9 @@ def ground_url(make_session, launch_app):
     return launch_app(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl"))).local_url
 
 
-def test_grounding_tab(ground_url, tmp_path):
-    photo = tmp_path / "photo.png"
-    img = Image.new("RGB", ORIGINAL, (240, 240, 240))
-    img.paste((200, 30, 30), (250, 125, 500, 375))
-    img.save(photo)
-    with browser_page() as page:
-        _open(page, ground_url, "Grounding", "#ground-image")
-        page.set_input_files("#ground-image input[type=file]", str(photo))
-        page.wait_for_selector("text=The model will see this image as")
-        page.fill("#ground-text textarea", "red box")
-        page.wait_for_function("document.querySelector('#ground-prompt textarea').value.includes('red box')")
-        page.click("#ground-run")
-        page.wait_for_selector("#ground-summary >> text=2 found")
-        save_screenshot(page, "grounding", full_page=True)
-
-
 def test_grounding_error_is_shown(ground_url, fake_png):
     with browser_page() as page:
-        _open(page, ground_url, "Grounding", "#ground-image")
+        open_tab(page, ground_url, "Grounding", "#ground-image")
         page.set_input_files("#ground-image input[type=file]", fake_png)
         page.fill("#ground-text textarea", "red box")
         page.click("#ground-run")
@@ -130,7 +97,7 @@ def doc_url(make_session, launch_app):
 def test_documents_tab(doc_url, tmp_path):
     pdf = make_pdf(tmp_path / "report.pdf", 2, text="Quarterly report")
     with browser_page() as page:
-        _open(page, doc_url, "Documents", "#doc-files")
+        open_tab(page, doc_url, "Documents", "#doc-files")
         page.set_input_files("#doc-files input[type=file]", str(pdf))
         page.wait_for_selector("#doc-files >> text=report.pdf")
         page.click("#doc-run")
@@ -144,7 +111,7 @@ def test_documents_error_is_shown(doc_url, tmp_path):
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 garbage")
     with browser_page() as page:
-        _open(page, doc_url, "Documents", "#doc-files")
+        open_tab(page, doc_url, "Documents", "#doc-files")
         page.set_input_files("#doc-files input[type=file]", str(broken))
         page.wait_for_selector("#doc-files >> text=broken.pdf")
         page.click("#doc-run")
@@ -159,7 +126,7 @@ def video_url(make_session, launch_app):
 
 def test_video_tab(video_url):
     with browser_page() as page:
-        _open(page, video_url, "Video QA", "#video-player")
+        open_tab(page, video_url, "Video QA", "#video-player")
         page.get_by_label("Chapters").check()
         page.set_input_files("#video-player input[type=file]", CLOCK)
         page.wait_for_selector("#video-player video")
@@ -174,7 +141,7 @@ def test_video_error_is_shown(video_url, tmp_path):
     fake = tmp_path / "holiday.mp4"
     fake.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     with browser_page() as page:
-        _open(page, video_url, "Video QA", "#video-player")
+        open_tab(page, video_url, "Video QA", "#video-player")
         page.set_input_files("#video-player input[type=file]", str(fake))
         page.wait_for_timeout(500)
         page.click("#video-run")
