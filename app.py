@@ -6,7 +6,7 @@ and exposed as `demo`; elsewhere importing this file does nothing heavy.
 
 import sys
 
-from qvl_core.zerogpu import on_spaces, zero_gpu
+from qvl_core.engine.zerogpu import on_spaces, zero_gpu
 
 if zero_gpu():
     import spaces  # noqa: F401  ZeroGPU emulates CUDA at startup: it must be imported before torch

@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     label = ns.label or model or url
     if url is None:
         if model is None:
-            from qvl_core.tiny import build_checkpoint
+            from qvl_core.testing.tiny import build_checkpoint
 
             model = str(build_checkpoint(work / "ckpt", family="qwen2_5_vl", size=ns.size,
                                          answer=_answer_with_pieces(ns.max_new_tokens + 8)))

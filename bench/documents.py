@@ -49,13 +49,14 @@ def main() -> int:
     ap.add_argument("--image-tokens", type=int, default=4096)
     ns = ap.parse_args()
 
-    from qvl_core.docparse_task import JobOptions, run_job
-    from qvl_core.documents import load_document
-    from qvl_core.loading import LoadOptions
-    from qvl_core.messages import user_turn
-    from qvl_core.sampling import SamplingParams
-    from qvl_core.session import GenerationRequest, ModelSession
-    from qvl_core.tiny import build_checkpoint
+    from qvl_core.engine.loading import LoadOptions
+    from qvl_core.engine.local import ModelSession
+    from qvl_core.engine.messages import user_turn
+    from qvl_core.engine.sampling import SamplingParams
+    from qvl_core.engine.types import GenerationRequest
+    from qvl_core.media.documents import load_document
+    from qvl_core.tasks.documents import JobOptions, run_job
+    from qvl_core.testing.tiny import build_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="qvl-bench-doc-"))
     pdf = work / "bench.pdf"

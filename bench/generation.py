@@ -43,11 +43,12 @@ def bench_size(size: str, *, tokens: int, repeats: int, device: str, image: Path
     import torch
     from gradio_client import Client, handle_file
 
-    from qvl_core.loading import LoadOptions
-    from qvl_core.messages import user_turn
-    from qvl_core.sampling import SamplingParams
-    from qvl_core.session import GenerationRequest, ModelSession
-    from qvl_core.tiny import build_checkpoint
+    from qvl_core.engine.loading import LoadOptions
+    from qvl_core.engine.local import ModelSession
+    from qvl_core.engine.messages import user_turn
+    from qvl_core.engine.sampling import SamplingParams
+    from qvl_core.engine.types import GenerationRequest
+    from qvl_core.testing.tiny import build_checkpoint
     from ui.shell import LAUNCH_KWARGS, build_demo
 
     work = Path(tempfile.mkdtemp(prefix=f"qvl-bench-{size}-"))

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="qvl-bench-serving-"))
     model = ns.model
     if model is None:
-        from qvl_core.tiny import build_checkpoint
+        from qvl_core.testing.tiny import build_checkpoint
 
         model = str(build_checkpoint(work / "ckpt", family="qwen2_5_vl",
                                      answer=_answer_with_pieces(ns.max_new_tokens + 8)))

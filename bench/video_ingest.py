@@ -125,7 +125,7 @@ def qwen_size(height: int, width: int, n: int) -> tuple[int, int]:
 def our_budget(n: int, h: int, w: int, width: int, height: int):
     """A VideoBudget that makes our sampler give n frames of exactly h x w (checked)."""
     from qvl_core.families import FAMILIES
-    from qvl_core.video import VideoBudget, _frame_size
+    from qvl_core.media.video import VideoBudget, _frame_size
 
     family = FAMILIES["qwen2_5_vl"]
     for tokens in range((h // FACTOR) * (w // FACTOR), (h // FACTOR) * (w // FACTOR) + 64):
@@ -152,8 +152,8 @@ def cpu_s(who: int) -> float:
 def run_one(method: str, path: str, n: int, h: int, w: int, width: int, height: int) -> dict:
     kind, backend = method.split(":")
     if kind == "ours":
-        from qvl_core import video
         from qvl_core.families import FAMILIES
+        from qvl_core.media import video
 
         budget = our_budget(n, h, w, width, height)
         video.warm_up(backend)  # as the app does at start-up: the worker process is running, decoders imported

@@ -1,4 +1,7 @@
-"""The `qvl` command: `serve` the app, `chat` about media, `ground` things, `parse` documents, ask about a `video`."""
+"""The `qvl` batch commands: `chat` about media, `ground` things, `parse` documents, ask about a `video`.
+
+`qvl serve` (the web app) is added by `ui.cli`, which is what the installed `qvl` script runs.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .backend import open_backend
-from .config import add_model_args, backend_options
-from .conversation import Conversation
-from .errors import GenerationError, UserError
-from .images import DEFAULT_MAX_IMAGE_TOKENS
-from .sampling import DEFAULT_MAX_NEW_TOKENS, sampling_from_values
-from .session import GenerationRequest
-from .video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoBudget
+from qvl_core.engine.backend import open_backend
+from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, sampling_from_values
+from qvl_core.engine.types import GenerationRequest
+from qvl_core.errors import GenerationError, UserError
+from qvl_core.flags import add_model_args, backend_options
+from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS
+from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoBudget
+from qvl_core.tasks.conversation import Conversation
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -60,10 +63,10 @@ def _sampling(ns: argparse.Namespace):
 
 
 def cmd_ground(ns: argparse.Namespace) -> int:
-    from .drawing import draw_detections
-    from .grounding import build_prompt
-    from .grounding_task import ground
-    from .images import open_image
+    from qvl_core.draw import draw_detections
+    from qvl_core.media.images import open_image
+    from qvl_core.parse.grounding import build_prompt
+    from qvl_core.tasks.grounding import ground
 
     session = open_backend(backend_options(ns))
     prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
@@ -93,7 +96,7 @@ PARSE_FORMATS = {"html": ".html", "md": ".md", "json": ".json", "text": ".txt"}
 
 
 def _document_inputs(items: list[str]) -> list[Path]:
-    from .documents import DOCUMENT_SUFFIXES
+    from qvl_core.media.documents import DOCUMENT_SUFFIXES
 
     out: list[Path] = []
     for item in items:
@@ -112,7 +115,7 @@ def _document_inputs(items: list[str]) -> list[Path]:
 def cmd_parse(ns: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .docparse_task import (
+    from qvl_core.tasks.documents import (
         DEFAULT_DOC_IMAGE_TOKENS,
         MODES,
         JobOptions,
@@ -165,8 +168,8 @@ def cmd_parse(ns: argparse.Namespace) -> int:
 
 
 def cmd_video(ns: argparse.Namespace) -> int:
-    from .timespans import format_timestamp
-    from .video_task import ask_video
+    from qvl_core.parse.timespans import format_timestamp
+    from qvl_core.tasks.video import ask_video
 
     session = open_backend(backend_options(ns))
     budget = VideoBudget(fps=ns.fps, max_frames=ns.max_frames)
@@ -191,19 +194,10 @@ def cmd_video(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(ns: argparse.Namespace) -> int:
-    from ui.launch import main as serve_main  # the web UI lives outside qvl_core (Gradio)
-
-    return serve_main(ns.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The batch commands' parser; callers may add subcommands (`ui.cli` adds `serve`)."""
     parser = argparse.ArgumentParser(prog="qvl", description="QVL Studio: Qwen-VL models from the terminal")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the web app (same flags as app.py)", add_help=False)
-    serve.add_argument("rest", nargs=argparse.REMAINDER)
-    serve.set_defaults(func=cmd_serve)
 
     chat = sub.add_parser("chat", help="answer one prompt about images/videos, streamed to stdout")
     chat.add_argument("files", nargs="*", help="images and videos")
@@ -214,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(chat)
     chat.set_defaults(func=cmd_chat)
 
-    from .grounding import PRESETS
-    from .grounding_task import DEFAULT_GROUNDING_MAX_NEW_TOKENS
+    from qvl_core.parse.grounding import PRESETS
+    from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS
 
     grd = sub.add_parser("ground", help="boxes/points for an image, in original pixels, as JSON (+ a drawing)")
     grd.add_argument("image")
@@ -229,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(grd)
     grd.set_defaults(func=cmd_ground, max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
 
-    from .docparse_task import DEFAULT_DOC_MAX_NEW_TOKENS
-    from .documents import DEFAULT_DPI
+    from qvl_core.media.documents import DEFAULT_DPI
+    from qvl_core.tasks.documents import DEFAULT_DOC_MAX_NEW_TOKENS
 
     prs = sub.add_parser("parse", help="documents (PDFs, page images, folders) -> HTML / Markdown / JSON / text")
     prs.add_argument("inputs", nargs="+", help="files or folders (searched recursively)")
@@ -269,12 +263,12 @@ def run(func: Callable[[argparse.Namespace], int], ns: argparse.Namespace) -> in
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would bury the answer and our own progress
-    ns = build_parser().parse_args(argv)
+    ns = (parser or build_parser()).parse_args(argv)
     return run(ns.func, ns)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import UserError
+from qvl_core.errors import UserError
 
 # How a family writes coordinates in its answers (FACTS §3):
 # "absolute": pixels on the resized input the model saw (Qwen2.5-VL);

@@ -12,9 +12,9 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download anything
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from qvl_core.loading import LoadOptions
-from qvl_core.session import ModelSession
-from qvl_core.tiny import build_checkpoint
+from qvl_core.engine.loading import LoadOptions
+from qvl_core.engine.local import ModelSession
+from qvl_core.testing.tiny import build_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"

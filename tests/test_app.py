@@ -9,9 +9,9 @@ import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 
-from qvl_core.conversation import Conversation
-from qvl_core.session import ModelSession
-from ui.chat import ChatSettings, ChatTab, render
+from qvl_core.engine.local import ModelSession
+from qvl_core.tasks.conversation import Conversation
+from ui.tabs.chat import ChatSettings, ChatTab, render
 
 SCRIPTED = "A red circle, a blue rectangle and a green triangle.\n\n$E = mc^2$"
 
@@ -165,7 +165,7 @@ def test_chat_handler_errors_are_messages(app):
 def test_stop_keeps_the_partial_answer(app):
     _, session = app
     conv = Conversation().send("go")
-    from ui.chat import stream_answer
+    from ui.tabs.chat import stream_answer
 
     settings = ChatSettings("", (200, 0.0, 1.0, 0, 1.05, -1), 1280, 2.0, 64, False)
     steps = stream_answer(session, conv, settings)

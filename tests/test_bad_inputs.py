@@ -19,16 +19,17 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from qvl_core.config import Limits, add_serve_args, serve_config
-from qvl_core.conversation import Conversation
-from qvl_core.docparse_task import MODES
 from qvl_core.errors import UserError
+from qvl_core.flags import Limits
+from qvl_core.tasks.conversation import Conversation
+from qvl_core.tasks.documents import MODES
 from tests.conftest import ROOT
 from tests.test_docparse_task import make_pdf
-from ui.chat import ChatTab
-from ui.documents import DocumentsTab
-from ui.grounding import GroundingTab
-from ui.video import VideoTab
+from ui.config import add_serve_args, serve_config
+from ui.tabs.chat import ChatTab
+from ui.tabs.documents import DocumentsTab
+from ui.tabs.grounding import GroundingTab
+from ui.tabs.video import VideoTab
 
 ANSWER = '[{"bbox_2d": [10, 10, 60, 60], "label": "thing"}] Ünïcødé ✓ 数字 done.'
 CLOCK = ROOT / "assets" / "clock.mp4"
@@ -350,6 +351,6 @@ def test_cli_parse_bad_documents_and_unicode_prompt(ckpt_dir, bad, tmp_path):
     ("3 < 4 and **bold** and $x^2$", "3 < 4 and **bold** and $x^2$"),
 ])
 def test_safe_markdown(text, shown):
-    from qvl_core.safe_markdown import safe_markdown
+    from qvl_core.parse.safe_markdown import safe_markdown
 
     assert safe_markdown(text) == shown

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from qvl_core.session import ModelSession
+from qvl_core.engine.local import ModelSession
 from tests.browser import browser_page, send_chat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qvl_core.config import add_serve_args, serve_config
-from qvl_core.conversation import MAX_MEDIA_PER_MESSAGE, Conversation
+from qvl_core.engine.messages import Media, Turn, build_messages, media_kind
+from qvl_core.engine.sampling import MAX_NEW_TOKENS_LIMIT, SamplingParams, sampling_from_values
 from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES, family_for
-from qvl_core.images import PixelBudget, fit_aspect, prepare_image, smart_resize
-from qvl_core.messages import Media, Turn, build_messages, media_kind
-from qvl_core.sampling import MAX_NEW_TOKENS_LIMIT, SamplingParams, sampling_from_values
-from qvl_core.video import VideoBudget, frame_indices
+from qvl_core.media.images import PixelBudget, fit_aspect, prepare_image, smart_resize
+from qvl_core.media.video import VideoBudget, frame_indices
+from qvl_core.tasks.conversation import MAX_MEDIA_PER_MESSAGE, Conversation
+from ui.config import add_serve_args, serve_config
 
 
 # ---- family table -------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_bad_auth_is_explained():
 
 
 def test_limits_from_environment(monkeypatch):
-    from qvl_core.envvars import env_float, env_int
+    from qvl_core.settings import env_float, env_int
 
     monkeypatch.setenv("QVL_MAX_IMAGE_PIXELS", "1000000")
     assert env_int("QVL_MAX_IMAGE_PIXELS", 5) == 1_000_000

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qvl_core import docparse as dp
-from qvl_core import documents as docs
 from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES
-from qvl_core.images import smart_resize
+from qvl_core.media import documents as docs
+from qvl_core.media.images import smart_resize
+from qvl_core.parse import docparse as dp
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures: realistic QwenVL HTML answers (FACTS §4), one per coordinate convention.
@@ -927,7 +927,7 @@ def test_single_images(doc_dir):
 
 
 def test_tiff_frames_respect_the_image_pixel_limit(doc_dir, monkeypatch):
-    from qvl_core import images
+    from qvl_core.media import images
 
     monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 5_000)
     pages = docs.load_document(doc_dir / "scan.tiff", pages="3,1")  # frame 3 is 2,500 px, frame 1 is 9,600 px

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from qvl_core.docparse_task import (
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.errors import UserError
+from qvl_core.tasks.documents import (
     MODES,
     JobOptions,
     job_html,
@@ -20,8 +22,6 @@ from qvl_core.docparse_task import (
     validate_fields,
     write_job_files,
 )
-from qvl_core.errors import UserError
-from qvl_core.sampling import SamplingParams
 
 # A PDF page saved at 150 dpi and rendered at 150 dpi is 800x1000 px; Qwen2.5-VL sees it as 812x1008.
 PAGE = (800, 1000)
@@ -192,7 +192,7 @@ def test_one_page_range_over_files_of_different_lengths(make_session, tmp_path):
 
 def test_enormous_page_image_is_downscaled_not_refused(tmp_path):
     """A 600-dpi A3 scan (~70 MP) is over the chat image limit but is a legitimate page."""
-    from qvl_core.documents import MAX_PAGE_PIXELS, load_document
+    from qvl_core.media.documents import MAX_PAGE_PIXELS, load_document
 
     scan = tmp_path / "a3-600dpi.png"
     Image.new("RGB", (7016, 9921), "white").save(scan)

@@ -10,10 +10,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from qvl_core.docparse_task import MODES
+from qvl_core.tasks.documents import MODES
 from tests.browser import browser_page
 from tests.test_docparse_task import HOSTILE_HTML, REPORT_HTML, make_pdf
-from ui.documents import DocumentsTab
+from ui.tabs.documents import DocumentsTab
 
 SAMPLING = (2000, 0.0, 1.0, 0, 1.05, -1)
 

@@ -14,11 +14,12 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from qvl_core.config import Limits, ServeConfig
+from qvl_core.flags import Limits
 from tests.conftest import ROOT, free_port
 from ui import files as app_files
-from ui.grounding import GroundingTab
+from ui.config import ServeConfig
 from ui.shell import LAUNCH_KWARGS, build_demo
+from ui.tabs.grounding import GroundingTab
 
 pytestmark = pytest.mark.slow
 SHAPES = ROOT / "assets" / "shapes.png"

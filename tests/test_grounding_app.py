@@ -14,8 +14,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from qvl_core.families import family_for
-from qvl_core.grounding_task import ground, planned_input_size
-from ui.grounding import GroundingTab
+from qvl_core.tasks.grounding import ground, planned_input_size
+from ui.tabs.grounding import GroundingTab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A 1000x500 photo is seen by the 28-px families as 1008x504 and by Qwen3-VL (32 px) as 992x512.
@@ -166,8 +166,8 @@ def test_cli_ground_writes_json_and_drawing(ckpt_dir, photo, tmp_path, family):
 
 
 def test_chat_answer_with_boxes_shows_the_drawn_image(make_session, photo):
-    from qvl_core.conversation import Conversation
-    from ui.chat import ChatTab
+    from qvl_core.tasks.conversation import Conversation
+    from ui.tabs.chat import ChatTab
 
     tab = ChatTab(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")))
     conv, _, _ = tab.add_message({"text": "Where is the red box?", "files": [photo]}, Conversation())
@@ -181,8 +181,8 @@ def test_chat_answer_with_boxes_shows_the_drawn_image(make_session, photo):
 
 
 def test_chat_answer_without_coordinates_has_no_figure(make_session, photo):
-    from qvl_core.conversation import Conversation
-    from ui.chat import ChatTab
+    from qvl_core.tasks.conversation import Conversation
+    from ui.tabs.chat import ChatTab
 
     tab = ChatTab(make_session("qwen2_5_vl", "Just words, no boxes."))
     conv, _, _ = tab.add_message({"text": "Hi", "files": [photo]}, Conversation())

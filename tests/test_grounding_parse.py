@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qvl_core.drawing import annotated_value, draw_detections, palette_color
+from qvl_core.draw import annotated_value, draw_detections, palette_color
 from qvl_core.errors import UserError
 from qvl_core.families import family_for
-from qvl_core.grounding import (
+from qvl_core.media.images import PixelBudget, fit_aspect, smart_resize
+from qvl_core.parse.grounding import (
     PRESETS,
     PRESETS_NEEDING_TEXT,
     Detection,
@@ -23,7 +24,6 @@ from qvl_core.grounding import (
     to_model_space,
     to_original,
 )
-from qvl_core.images import PixelBudget, fit_aspect, smart_resize
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 ORIGINAL = (1000, 500)  # (width, height) of the photo the user uploaded

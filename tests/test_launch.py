@@ -6,8 +6,9 @@ import argparse
 
 import gradio as gr
 
-from qvl_core import documents, images, sampling, video
-from qvl_core.config import add_serve_args, serve_config
+from qvl_core.engine import sampling
+from qvl_core.media import documents, images, video
+from ui.config import add_serve_args, serve_config
 from ui.launch import build_app
 
 
@@ -30,7 +31,7 @@ def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch
 def test_build_app_starts_a_video_decoder_worker_in_the_background(make_session):
     import threading
 
-    from qvl_core import video as video_mod
+    from qvl_core.media import video as video_mod
 
     video_mod._shutdown_workers()  # no worker left over from earlier tests
     assert not video_mod._idle

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
-from qvl_core import loading
+from qvl_core.engine import loading
+from qvl_core.engine.loading import LoadOptions, choose_attention, choose_dtype, default_model_id
+from qvl_core.engine.local import ModelSession
+from qvl_core.engine.messages import user_turn
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import UserError
-from qvl_core.loading import LoadOptions, choose_attention, choose_dtype, default_model_id
-from qvl_core.messages import user_turn
-from qvl_core.sampling import SamplingParams
-from qvl_core.session import GenerationRequest, ModelSession
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

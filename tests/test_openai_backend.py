@@ -21,15 +21,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from qvl_core.backend import Backend, BackendOptions, open_backend
-from qvl_core.config import add_serve_args, backend_options, serve_config
-from qvl_core.errors import GenerationError, ModelLoadError, UserError
-from qvl_core.families import FAMILIES
-from qvl_core.grounding_task import planned_input_size
-from qvl_core.images import PixelBudget, prepare_image
-from qvl_core.loading import LoadOptions
-from qvl_core.messages import Media, Turn, user_turn
-from qvl_core.openai_backend import (
+from qvl_core.engine.backend import Backend, BackendOptions, open_backend
+from qvl_core.engine.loading import LoadOptions
+from qvl_core.engine.messages import Media, Turn, user_turn
+from qvl_core.engine.openai import (
     OpenAIBackend,
     build_payload,
     http_error,
@@ -38,14 +33,20 @@ from qvl_core.openai_backend import (
     resolve_family,
     sampling_fields,
 )
-from qvl_core.sampling import SamplingParams
-from qvl_core.session import GenerationRequest
-from qvl_core.video import SampledVideo
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.types import GenerationRequest
+from qvl_core.errors import GenerationError, ModelLoadError, UserError
+from qvl_core.families import FAMILIES
+from qvl_core.flags import backend_options
+from qvl_core.media.images import PixelBudget, prepare_image
+from qvl_core.media.video import SampledVideo
+from qvl_core.tasks.grounding import planned_input_size
 from tests.serving import TRACE, free_port, start_server
 from tests.test_docparse_task import REPORT_HTML, make_pdf
 from tests.test_grounding_app import EXPECTED_BOX, EXPECTED_POINT, ORIGINAL, scripted_answer
 from tests.test_video_app import ANSWER as VIDEO_ANSWER
 from tests.test_video_app import CLOCK
+from ui.config import add_serve_args, serve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-secret-never-shown"

@@ -11,11 +11,12 @@ import time
 import pytest
 import torch
 
+from qvl_core.engine.loading import LoadOptions, read_family
+from qvl_core.engine.local import ModelSession
+from qvl_core.engine.messages import Turn, user_turn
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
-from qvl_core.loading import LoadOptions, read_family
-from qvl_core.messages import Turn, user_turn
-from qvl_core.sampling import SamplingParams
-from qvl_core.session import GenerationRequest, ModelSession
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 
@@ -258,7 +259,7 @@ def test_status_summary(make_session):
 
 
 def test_load_is_thread_safe_and_happens_once(ckpt_dir, monkeypatch):
-    import qvl_core.session as session_mod
+    import qvl_core.engine.local as session_mod
 
     calls = {"n": 0}
     real = session_mod.load_model
@@ -279,7 +280,7 @@ def test_load_is_thread_safe_and_happens_once(ckpt_dir, monkeypatch):
 
 def test_decoder_keeps_grounding_special_tokens_and_drops_control_tokens(make_session):
     """Regression: decoding with skip_special_tokens=True stripped Qwen2-VL's <|box_start|> markers."""
-    from qvl_core.session import IncrementalDecoder
+    from qvl_core.engine.decoding import IncrementalDecoder
 
     tok = make_session("qwen2_vl").loaded.processor.tokenizer
     ids = [*tok.encode("the cat", add_special_tokens=False)]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qvl_core.loading import DEFAULT_MODEL_LARGE, DEFAULT_MODEL_SMALL
-from qvl_core.zerogpu import MAX_ZEROGPU_SECONDS, ZEROGPU_MIN_SECONDS, gpu_duration
+from qvl_core.engine.loading import DEFAULT_MODEL_LARGE, DEFAULT_MODEL_SMALL
+from qvl_core.engine.zerogpu import MAX_ZEROGPU_SECONDS, ZEROGPU_MIN_SECONDS, gpu_duration
 
 from .conftest import free_port
 
@@ -83,7 +83,7 @@ sys.meta_path.insert(0, Spy())
 import app
 import gradio as gr
 import torch
-from qvl_core.zerogpu import ZeroGPUBackend
+from qvl_core.engine.zerogpu import ZeroGPUBackend
 backend = app.backend
 fn = getattr(backend, "gpu_function", None)
 print(json.dumps({
@@ -160,9 +160,9 @@ def test_zerogpu_backend_generates_through_its_gpu_function_with_pickled_inputs(
     """ZeroGPU runs the GPU function in a forked worker and pickles its arguments and every result."""
     import pickle
 
-    from qvl_core.messages import user_turn
-    from qvl_core.session import GenerationRequest
-    from qvl_core.zerogpu import ZeroGPUBackend
+    from qvl_core.engine.messages import user_turn
+    from qvl_core.engine.types import GenerationRequest
+    from qvl_core.engine.zerogpu import ZeroGPUBackend
 
     pytest.importorskip("spaces")
     backend = ZeroGPUBackend(make_session("qwen2_5_vl", SPACE_ANSWER))

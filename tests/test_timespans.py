@@ -1,4 +1,4 @@
-"""Tier 1: times in video answers (qvl_core.timespans) — every format Qwen-VL emits, and what is not a time."""
+"""Tier 1: times in video answers (qvl_core.parse.timespans) — every format Qwen-VL emits, and what is not a time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qvl_core.timespans import (
+from qvl_core.parse.timespans import (
     TimeSpan,
     format_timestamp,
     link_timestamps,

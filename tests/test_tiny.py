@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qvl_core.tiny import BYTE_ALPHABET, SPECIAL_TOKENS, build_checkpoint, split_answer
+from qvl_core.testing.tiny import BYTE_ALPHABET, SPECIAL_TOKENS, build_checkpoint, split_answer
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 ARCHITECTURES = {
@@ -300,7 +300,7 @@ def test_cli_builds_a_scripted_checkpoint(tmp_path):
 
     out = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "-m", "qvl_core.tiny", str(out), "--family", "qwen2_vl", "--answer", "hi"],
+        [sys.executable, "-m", "qvl_core.testing.tiny", str(out), "--family", "qwen2_vl", "--answer", "hi"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
@@ -319,7 +319,7 @@ def test_cli_rejects_two_answer_sources(tmp_path):
     answer_file = tmp_path / "answer.txt"
     answer_file.write_text("x", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "qvl_core.tiny", str(tmp_path / "o"), "--answer", "a", "--answer-file",
+        [sys.executable, "-m", "qvl_core.testing.tiny", str(tmp_path / "o"), "--answer", "a", "--answer-file",
          str(answer_file)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )

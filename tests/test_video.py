@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qvl_core import video
+from qvl_core.engine.messages import user_turn
+from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES
-from qvl_core.messages import user_turn
-from qvl_core.session import GenerationRequest
-from qvl_core.video import VideoBudget, estimate, frame_at, frames_at, probe, sample_frames
+from qvl_core.media import video
+from qvl_core.media.video import VideoBudget, estimate, frame_at, frames_at, probe, sample_frames
 
 QWEN25 = FAMILIES["qwen2_5_vl"]
 ALL_BACKENDS = ("pyav", "opencv", "decord")

@@ -13,10 +13,10 @@ import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 
-from qvl_core.video import VideoBudget
-from qvl_core.video_task import PRESETS, ask_video, build_video_prompt
+from qvl_core.media.video import VideoBudget
+from qvl_core.tasks.video import PRESETS, ask_video, build_video_prompt
 from tests.browser import browser_page
-from ui.video import VideoTab, answer_html
+from ui.tabs.video import VideoTab, answer_html
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK = str(ROOT / "assets" / "clock.mp4")  # 8 s at 10 fps; the ball turns blue at 4 s
@@ -93,7 +93,7 @@ def test_tab_bad_input(make_session, tmp_path, video, message):
 
 
 def test_estimate_before_running(make_session):
-    from ui.video import estimate_markdown
+    from ui.tabs.video import estimate_markdown
 
     text = estimate_markdown(CLOCK, make_session("qwen2_5_vl"), VideoBudget(fps=2.0))
     assert "8.0 s at 10.00 fps" in text and "16 frames" in text and "visual tokens" in text

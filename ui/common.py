@@ -11,10 +11,8 @@ from typing import Any
 
 import gradio as gr
 
-from qvl_core import sampling
-from qvl_core.errors import GenerationError, UserError
-from qvl_core.images import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LIMIT
-from qvl_core.sampling import (
+from qvl_core.engine import sampling
+from qvl_core.engine.sampling import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_REPETITION_PENALTY,
     MAX_TEMPERATURE,
@@ -22,7 +20,9 @@ from qvl_core.sampling import (
     SamplingParams,
     sampling_from_values,
 )
-from qvl_core.session import Chunk, GenerationStats
+from qvl_core.engine.types import Chunk, GenerationStats
+from qvl_core.errors import GenerationError, UserError
+from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LIMIT
 
 log = logging.getLogger(__name__)
 

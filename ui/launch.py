@@ -10,12 +10,11 @@ from typing import Any
 
 import gradio as gr
 
-from qvl_core import video
-from qvl_core.backend import Backend, open_backend
-from qvl_core.config import ServeConfig, add_serve_args, serve_config
+from qvl_core.engine.backend import Backend, open_backend
 from qvl_core.errors import UserError
-
-from .shell import LAUNCH_KWARGS, build_demo
+from qvl_core.media import video
+from ui.config import ServeConfig, add_serve_args, serve_config
+from ui.shell import LAUNCH_KWARGS, build_demo
 
 log = logging.getLogger("qvl")
 

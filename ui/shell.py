@@ -6,14 +6,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from qvl_core.backend import Backend
-from qvl_core.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig
-
-from .chat import ChatTab
-from .documents import DocumentsTab
-from .files import guard_url_media, start_sweeper, sweep_interval
-from .grounding import GroundingTab
-from .video import SEEK_JS, VideoTab
+from qvl_core.engine.backend import Backend
+from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig
+from ui.files import guard_url_media, start_sweeper, sweep_interval
+from ui.tabs.chat import ChatTab
+from ui.tabs.documents import DocumentsTab
+from ui.tabs.grounding import GroundingTab
+from ui.tabs.video import SEEK_JS, VideoTab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""

@@ -9,12 +9,11 @@ from typing import Any
 
 import gradio as gr
 
-from qvl_core.backend import Backend, open_backend
-from qvl_core.config import add_serve_args, serve_config
-from qvl_core.session import ModelSession
-from qvl_core.zerogpu import ZeroGPUBackend, zero_gpu
-
-from .launch import build_app, launch_kwargs
+from qvl_core.engine.backend import Backend, open_backend
+from qvl_core.engine.local import ModelSession
+from qvl_core.engine.zerogpu import ZeroGPUBackend, zero_gpu
+from ui.config import add_serve_args, serve_config
+from ui.launch import build_app, launch_kwargs
 
 
 def space_backend(config: Any) -> Backend:

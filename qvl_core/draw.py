@@ -1,0 +1,155 @@
+"""Detections onto pixels: boxes, point markers and label tags drawn with PIL; values for gr.AnnotatedImage.
+
+Pure PIL (Gradio is not imported). Coordinates are ORIGINAL image pixels, as `parse_grounding` returns them,
+so the image passed in must be the original, not the resized model input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from qvl_core.parse.grounding import Detection
+
+# Named limits and sizes (relative to the image's short side, so marks read the same on any image).
+MAX_LABEL_CHARS = 40  # labels come from the model: long ones are cut with an ellipsis
+LINE_WIDTH_FRACTION = 1 / 250  # box outline
+POINT_RADIUS_FRACTION = 1 / 90  # point marker
+FONT_SIZE_FRACTION = 1 / 32  # label text
+MIN_FONT_SIZE, MAX_FONT_SIZE = 10, 64
+POINT_BOX_FRACTION = 0.015  # side of the square an AnnotatedImage shows for a point
+DEFAULT_LABEL = "object"
+_DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+
+# Saturated mid-luminance colours: visible on white and on dark images alike, and far enough apart
+# that neighbouring labels rarely look the same.
+_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 190, 190), (240, 50, 230), (150, 160, 20), (0, 128, 128), (170, 110, 40),
+    (128, 0, 0), (0, 0, 160), (128, 128, 0), (220, 90, 150), (40, 110, 60),
+    (90, 90, 210), (200, 70, 20), (20, 150, 110), (160, 60, 100), (100, 120, 140),
+)
+
+
+def palette_color(label: str) -> tuple[int, int, int]:
+    """A stable colour for a label (same label, same colour, in every run and process)."""
+    digest = hashlib.blake2b(label.strip().lower().encode("utf-8", "replace"), digest_size=4).digest()
+    return _PALETTE[int.from_bytes(digest, "big") % len(_PALETTE)]
+
+
+def _ink_for(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on `color` (relative luminance)."""
+    r, g, b = color
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
+def caption(det: Detection) -> str:
+    """What to show for a detection: its label, its text for text spotting, or "object"."""
+    if det.text is not None:
+        return f"text: {det.text}" if det.label is None else f"{det.label} · text: {det.text}"
+    return det.label or DEFAULT_LABEL
+
+
+def _color_key(det: Detection) -> str:
+    # Text-spotting lines share one colour; colouring by content would give every line a different one.
+    return det.label or ("text" if det.text is not None else DEFAULT_LABEL)
+
+
+def _truncate(s: str, limit: int = MAX_LABEL_CHARS) -> str:
+    s = " ".join(s.split())  # newlines and tabs from the model would break the one-line tag
+    return s if len(s) <= limit else s[: limit - 1].rstrip() + "…"
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size)  # FreeType build of Pillow >= 10.1
+    except (TypeError, ImportError, OSError):
+        pass  # older Pillow or no FreeType: try DejaVu, then the fixed-size bitmap font
+    if _DEJAVU.is_file():
+        try:
+            return ImageFont.truetype(str(_DEJAVU), size)
+        except (ImportError, OSError):
+            pass  # no FreeType at all: fall through to the bitmap font
+    return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, max_width: float) -> str:
+    """`text` cut with an ellipsis until it fits `max_width` pixels (possibly to just the ellipsis)."""
+    if draw.textlength(text, font=font) <= max_width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > max_width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Image:
+    """A copy of `image` with every box outlined, every point marked and every label on a filled tag."""
+    # convert() always returns a new image (a copy when the mode is already right): the input is never drawn on.
+    out = image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB")
+    w, h = out.size
+    short = min(w, h)
+    line = max(1, round(short * LINE_WIDTH_FRACTION))
+    radius = max(2, round(short * POINT_RADIUS_FRACTION))
+    font = _font(max(MIN_FONT_SIZE, min(MAX_FONT_SIZE, round(short * FONT_SIZE_FRACTION))))
+    draw = ImageDraw.Draw(out)
+    tags: list[tuple[float, float, str, tuple[int, int, int]]] = []  # drawn last, on top of every mark
+
+    for det in detections:
+        color = palette_color(_color_key(det))
+        if det.box is not None:
+            x1, y1, x2, y2 = det.box
+            draw.rectangle((x1, y1, x2, y2), outline=color, width=line)
+            tags.append((x1, y1, caption(det), color))
+        if det.point is not None:
+            px, py = det.point
+            draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=color,
+                         outline=_ink_for(color), width=max(1, radius // 3))
+            if det.box is None:
+                tags.append((px + radius, py - radius, caption(det), color))
+
+    pad = max(1, line)
+    for x, y, text, color in tags:
+        label = _fit(draw, _truncate(text), font, max(1, w - 2 * pad))
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
+        tx = min(max(0.0, x), max(0.0, w - tag_w))  # keep the tag inside the image horizontally
+        ty = y - tag_h if y - tag_h >= 0 else min(max(0.0, y), max(0.0, h - tag_h))  # above the box, else inside
+        draw.rectangle((tx, ty, tx + tag_w, ty + tag_h), fill=color)
+        draw.text((tx + pad - left, ty + pad - top), label, fill=_ink_for(color), font=font)
+    return out
+
+
+def annotated_value(image: Image.Image, detections: list[Detection]
+                    ) -> tuple[Image.Image, list[tuple[tuple[int, int, int, int], str]]]:
+    """The value for `gr.AnnotatedImage`: (image, [((x1, y1, x2, y2), label), ...]) in integer pixels.
+
+    Points become small squares around the point so they show up; text-spotting lines carry their text.
+    """
+    w, h = image.size
+    half = max(1.0, POINT_BOX_FRACTION * min(w, h) / 2)
+    boxes: list[tuple[tuple[int, int, int, int], str]] = []
+    for det in detections:
+        if det.box is not None:
+            x1, y1, x2, y2 = det.box
+        elif det.point is not None:
+            px, py = det.point
+            x1, y1, x2, y2 = px - half, py - half, px + half, py + half
+        else:
+            continue
+        ix1, iy1 = _clip(round(x1), w), _clip(round(y1), h)
+        ix2, iy2 = _clip(round(x2), w), _clip(round(y2), h)
+        # A box thinner than a pixel after rounding still gets one pixel, so it stays visible.
+        if ix2 <= ix1:
+            ix1, ix2 = (ix1, ix1 + 1) if ix1 < w else (ix1 - 1, ix1)
+        if iy2 <= iy1:
+            iy1, iy2 = (iy1, iy1 + 1) if iy1 < h else (iy1 - 1, iy1)
+        boxes.append(((ix1, iy1, ix2, iy2), _truncate(caption(det), MAX_LABEL_CHARS * 2)))
+    return image, boxes
+
+
+def _clip(v: int, hi: int) -> int:
+    return min(max(v, 0), hi)

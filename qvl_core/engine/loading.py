@@ -1,0 +1,178 @@
+"""Find and load a Qwen-VL checkpoint: default choice, dtype, attention, device map, quantization."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qvl_core.errors import ModelLoadError, UserError
+from qvl_core.families import FamilySpec, family_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_LARGE = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_MODEL_SMALL = "Qwen/Qwen2.5-VL-3B-Instruct"
+# 7B in bf16 is ~16.6 GB of weights (FACTS §1); leave room for activations and the KV cache.
+LARGE_MODEL_MIN_FREE_GB = 24.0
+ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+QUANT_CHOICES = ("none", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load. 'auto' picks per device: bf16 + flash-attn/sdpa on CUDA, fp32 + sdpa on CPU."""
+
+    model: str | None = None
+    device: str = "auto"  # auto | cuda | cpu
+    dtype: str = "auto"
+    attn: str = "auto"
+    quantization: str = "none"
+    # Load on the CPU, then move the whole model to CUDA: what ZeroGPU requires at startup (its CUDA emulation
+    # intercepts `.to("cuda")`, not loading straight onto the device). Otherwise device_map places it.
+    load_then_move: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("dtype", self.dtype, DTYPE_CHOICES), ("attn", self.attn, ATTN_CHOICES),
+                                     ("quantization", self.quantization, QUANT_CHOICES),
+                                     ("device", self.device, ("auto", "cuda", "cpu"))):
+            if value not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The model, its processor and what was chosen for them."""
+
+    model: Any
+    processor: Any
+    family: FamilySpec
+    model_id: str
+    device: str
+    dtype: str
+    attn: str
+    quantization: str
+    random_weights: bool
+    scripted: bool
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def default_model_id() -> str:
+    """7B on a CUDA GPU with enough free memory, 3B otherwise (QVL_MODEL overrides)."""
+    if env := os.environ.get("QVL_MODEL"):
+        return env
+    if cuda_available():
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        if free / 2**30 >= LARGE_MODEL_MIN_FREE_GB:
+            return DEFAULT_MODEL_LARGE
+    return DEFAULT_MODEL_SMALL
+
+
+def choose_device(opt: LoadOptions) -> str:
+    if opt.device == "cuda" and not cuda_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is visible (use --device cpu or auto).")
+    if opt.device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return opt.device
+
+
+def choose_dtype(opt: LoadOptions, device: str) -> str:
+    # Always explicit: the official demo's silent fp32 doubles memory and halves speed (FACTS §1).
+    if opt.dtype != "auto":
+        return opt.dtype
+    if device == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def choose_attention(opt: LoadOptions, device: str) -> str:
+    if opt.attn != "auto":
+        if opt.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise UserError("attn 'flash_attention_2' needs the flash-attn package (pip install flash-attn).")
+        return opt.attn
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def quantization_config(kind: str) -> Any:
+    """Weight-only int4/int8 through torchao, or None. A missing library is a clear UserError."""
+    if kind == "none":
+        return None
+    if importlib.util.find_spec("torchao") is None:
+        raise UserError(f"quantization '{kind}' needs the torchao package (pip install torchao).")
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
+
+    quant = Int4WeightOnlyConfig(group_size=128) if kind == "int4" else Int8WeightOnlyConfig()
+    return TorchAoConfig(quant_type=quant)
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids are exactly "org/name"; anything else is meant as a folder.
+    return model.startswith(("/", ".", "~")) or model.count("/") != 1
+
+
+def read_family(model: str) -> tuple[FamilySpec, Any]:
+    """Read config.json (local folder, hub cache or hub) and map its model_type to a family."""
+    from transformers import AutoConfig
+
+    if _looks_like_path(model) and not Path(model).expanduser().exists():
+        raise ModelLoadError(f"Model folder {model!r} does not exist.")
+    try:
+        config = AutoConfig.from_pretrained(os.path.expanduser(model))
+    except ValueError as exc:  # transformers: unknown model_type
+        raise ModelLoadError(f"Model {model!r} is not a model type this transformers knows: {exc}") from None
+    except OSError:
+        raise ModelLoadError(
+            f"Could not load model {model!r}: it is not a local folder, not in the Hugging Face cache, and "
+            "the Hub could not be reached. Download it once where there is network "
+            "(huggingface-cli download ...) and pass the folder: --model /path/to/folder (or QVL_MODEL=...)."
+        ) from None
+    return family_for(config.model_type), config
+
+
+def load_model(opt: LoadOptions) -> LoadedModel:
+    """Load model + processor through the one path used for real and tiny checkpoints alike."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model_id = opt.model or default_model_id()
+    family, config = read_family(model_id)
+    device = choose_device(opt)
+    dtype = choose_dtype(opt, device)
+    attn = choose_attention(opt, device)
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "attn_implementation": attn}
+    # device_map="auto" spreads a large model over every visible GPU.
+    kwargs["device_map"] = "auto" if device == "cuda" and not opt.load_then_move else "cpu"
+    if (qc := quantization_config(opt.quantization)) is not None:
+        kwargs["quantization_config"] = qc
+    path = os.path.expanduser(model_id)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        processor = AutoProcessor.from_pretrained(path)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not load the weights of {model_id!r}: {exc}") from None
+    if device == "cuda" and opt.load_then_move:
+        model.to("cuda")
+    model.eval()
+    log.info("loaded %s (%s) on %s as %s with %s", model_id, family.display_name, device, dtype, attn)
+    return LoadedModel(
+        model=model, processor=processor, family=family, model_id=model_id, device=device, dtype=dtype,
+        attn=attn, quantization=opt.quantization,
+        random_weights=bool(getattr(config, "qvl_random_weights", False)),
+        scripted=bool(getattr(config, "qvl_scripted_answer", False)),
+    )

@@ -1,0 +1,300 @@
+"""Owns the one model and processor, one GPU lock, and streams generations; knows nothing about Gradio."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from qvl_core.engine.decoding import IncrementalDecoder
+from qvl_core.engine.inputs import prepare_media, request_image_budget
+from qvl_core.engine.loading import LoadedModel, LoadOptions, load_model
+from qvl_core.engine.messages import MessagePlan
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
+from qvl_core.errors import GenerationError, UserError
+from qvl_core.families import FamilySpec
+from qvl_core.media.images import PixelBudget, PreparedImage
+from qvl_core.media.video import SampledVideo
+
+log = logging.getLogger(__name__)
+
+OOM_ADVICE = (
+    "The GPU ran out of memory for this request. Lower the max image tokens (pixels), the video fps "
+    "or max frames, or max new tokens, and try again; the model is still loaded and ready."
+)
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Processor output plus what was done to each medium (sizes for coordinate mapping, frame times)."""
+
+    inputs: Any
+    plan: MessagePlan
+    images: tuple[PreparedImage, ...]
+    videos: tuple[SampledVideo, ...]
+    prompt_tokens: int
+
+
+class ModelSession:
+    """The process-wide model session: load once (thread-safe), then one generation at a time on the GPU."""
+
+    def __init__(self, options: LoadOptions | None = None, *, loaded: LoadedModel | None = None) -> None:
+        self.options = options or LoadOptions()
+        self._loaded = loaded
+        self._load_lock = threading.Lock()
+        self._gpu_lock = threading.Lock()  # one generation at a time, whoever calls (UI, API, CLI)
+
+    # ---- loading and status -------------------------------------------------------------------
+    def load(self) -> LoadedModel:
+        if self._loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = load_model(self.options)
+        return self._loaded
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self.load()
+
+    @property
+    def family(self) -> FamilySpec:
+        return self.load().family
+
+    @property
+    def model_id(self) -> str:
+        return self.load().model_id
+
+    def status(self) -> SessionStatus:
+        lm = self.load()
+        return SessionStatus(lm.model_id, lm.family.display_name, _describe_devices(lm.model), lm.dtype,
+                             lm.attn, lm.quantization, _gpu_memory_mb(), lm.random_weights, lm.scripted)
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def image_budget(self, request: GenerationRequest) -> PixelBudget:
+        return request_image_budget(request, self.family)
+
+    def prepare(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
+                ) -> PreparedInputs:
+        """Decode and resize media, render the chat template, run the processor. CPU only, no lock.
+
+        `videos`, when given, are clips the caller already sampled (e.g. trimmed), in the order of the
+        conversation's videos; otherwise each video is sampled here with `request.video`.
+        """
+        lm = self.load()
+        plan, images, videos = prepare_media(request, lm.family, videos)
+        prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True)
+        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        # Our own resize already fixed every size; an open pixel range makes the processor's a no-op.
+        open_range = {"shortest_edge": lm.family.pixels_per_token,
+                      "longest_edge": 16384 * lm.family.pixels_per_token}
+        if images:
+            kwargs["images"] = [im.image for im in images]
+            kwargs["images_kwargs"] = {"size": open_range}
+        if videos:
+            kwargs["videos"] = [v.frames for v in videos]
+            kwargs["videos_kwargs"] = {
+                "size": open_range, "do_sample_frames": False, "cap_pixels_per_frame": False,
+                # The true sampling rate: without it every timestamp the model says is wrong (FACTS §5).
+                "video_metadata": [v.processor_metadata() for v in videos],
+                "return_metadata": True,
+            }
+        inputs = lm.processor(**kwargs)
+        inputs.pop("video_metadata", None)
+        _check_grid(inputs, images, lm.family)
+        return PreparedInputs(inputs, plan, images, videos, int(inputs["input_ids"].shape[1]))
+
+    # ---- generation ------------------------------------------------------------------------------
+    def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
+               ) -> Iterator[Chunk]:
+        """Stream a generation. Closing the iterator (Gradio's Stop) cancels it within one decode step.
+
+        `videos`: clips the caller already sampled (see `prepare`). Errors from inside the model reach the
+        caller as exceptions as soon as they happen: UserError for out-of-memory (with what to lower),
+        GenerationError otherwise.
+        """
+        prepared = self.prepare(request, videos=videos)
+        yield from self.stream_prepared(prepared, request.sampling)
+
+    def stream_prepared(self, prepared: PreparedInputs, sampling: SamplingParams) -> Iterator[Chunk]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        lm = self.load()
+        tokenizer = lm.processor.tokenizer
+        stop_event = threading.Event()  # per request: one user's Stop never touches another's generation
+        events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop_event.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        class _Streamer(BaseStreamer):
+            # generate() first puts the prompt, then one tensor per new token.
+            def __init__(self) -> None:
+                self.prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                events.put(("tokens", value.reshape(-1).tolist()))
+
+            def end(self) -> None:
+                pass
+
+        gen_kwargs = _generate_kwargs(sampling, lm)
+        with self._gpu_lock:
+            start = time.perf_counter()
+            inputs = prepared.inputs.to(lm.model.device)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+
+            def run() -> None:
+                try:
+                    with torch.inference_mode():
+                        lm.model.generate(**inputs, **gen_kwargs, streamer=_Streamer(),
+                                          stopping_criteria=StoppingCriteriaList([_Stop()]))
+                    events.put(("done", None))
+                except BaseException as exc:  # noqa: BLE001 - forwarded to the caller, never swallowed
+                    events.put(("error", exc))
+
+            thread = threading.Thread(target=run, name="qvl-generate", daemon=True)
+            thread.start()
+            decoder = IncrementalDecoder(tokenizer)
+            first_token_at: float | None = None
+            last_id: int | None = None
+            finish: FinishReason = "stop"
+            try:
+                while True:
+                    kind, payload = events.get()
+                    if kind == "tokens":
+                        if first_token_at is None:
+                            first_token_at = time.perf_counter()
+                        last_id = payload[-1]
+                        # Yield every token, even one that adds no visible text yet (a held-back partial UTF-8
+                        # character, a control token): a consumer can only close us (Stop) when we yield.
+                        yield Chunk(decoder.add(payload), decoder.count)
+                        continue
+                    if kind == "error":
+                        raise _user_facing(payload)
+                    break
+                if stop_event.is_set():
+                    finish = "cancelled"
+                elif last_id is not None and last_id in _eos_ids(lm):
+                    finish = "stop"
+                elif decoder.count >= sampling.max_new_tokens:
+                    finish = "length"
+                tail = decoder.flush()
+                end = time.perf_counter()
+                yield Chunk(tail, decoder.count, _stats(prepared, decoder.count, start, first_token_at, end, finish))
+            finally:
+                # Runs on normal end, on error, and when the consumer closes us (Stop / disconnect).
+                stop_event.set()
+                thread.join()
+
+    def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]:
+        """Run to the end and return the whole text and its stats."""
+        return collect(self.stream(request))
+
+
+def _generate_kwargs(sampling: SamplingParams, lm: LoadedModel) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens,
+        "repetition_penalty": sampling.repetition_penalty,
+        "pad_token_id": lm.processor.tokenizer.pad_token_id,
+        "eos_token_id": list(_eos_ids(lm)),
+    }
+    if sampling.greedy:
+        # Override the checkpoint's sampling defaults explicitly, or generate() warns and samples anyway.
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                      top_k=sampling.top_k or None)
+    return kwargs
+
+
+def _eos_ids(lm: LoadedModel) -> frozenset[int]:
+    ids: set[int] = set()
+    gc_eos = getattr(lm.model.generation_config, "eos_token_id", None)
+    for value in (gc_eos, lm.processor.tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
+
+
+def _user_facing(exc: BaseException) -> Exception:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("CUDA out of memory during generation: %s", exc)
+        return UserError(OOM_ADVICE)
+    if isinstance(exc, UserError):
+        return exc
+    log.exception("generation failed", exc_info=exc)
+    return GenerationError(f"Generation failed: {type(exc).__name__}: {exc}")
+
+
+def _stats(prepared: PreparedInputs, count: int, start: float, first: float | None, end: float,
+           finish: FinishReason) -> GenerationStats:
+    decode_tps = (count - 1) / (end - first) if first is not None and count > 1 and end > first else None
+    return GenerationStats(
+        prompt_tokens=prepared.prompt_tokens,
+        completion_tokens=count,
+        ttft_s=(first - start) if first is not None else None,
+        decode_tps=decode_tps,
+        total_s=end - start,
+        peak_gpu_mb=_peak_gpu_mb(),
+        finish_reason=finish,
+        image_input_sizes=tuple(im.input_size for im in prepared.images),
+        image_original_sizes=tuple(im.original_size for im in prepared.images),
+    )
+
+
+def _check_grid(inputs: Any, images: tuple[PreparedImage, ...], family: FamilySpec) -> None:
+    """The processor's grid is the truth for coordinates; our resize must have predicted it exactly."""
+    grid = inputs.get("image_grid_thw")
+    if grid is None:
+        return
+    for im, (_t, gh, gw) in zip(images, grid.tolist(), strict=True):
+        size = (gw * family.patch_size, gh * family.patch_size)
+        if size != im.input_size:
+            raise GenerationError(f"Processor resized an image to {size}, expected {im.input_size}.")
+
+
+def _gpu_memory_mb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20
+
+
+def _peak_gpu_mb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20
+
+
+def _describe_devices(model: Any) -> str:
+    devmap = getattr(model, "hf_device_map", None)
+    if devmap:
+        devices = sorted({str(d) for d in devmap.values()})
+        return ", ".join(f"cuda:{d}" if d.isdigit() else d for d in devices)
+    return str(getattr(model, "device", "cpu"))

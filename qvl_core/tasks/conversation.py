@@ -1,0 +1,96 @@
+"""Pure, immutable conversation edits (send, answer, retry, undo, edit) shared by the UI and the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from qvl_core.engine.messages import Media, Turn, user_turn
+from qvl_core.errors import UserError
+
+MAX_MEDIA_PER_MESSAGE = 10
+MAX_MEDIA_PER_CONVERSATION = 32
+MAX_MESSAGE_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Turns as the model sees them, plus a display-only note per turn (stats footer, cancel notice).
+
+    Notes never go back to the model: `turns` holds raw text only.
+    """
+
+    turns: tuple[Turn, ...] = ()
+    notes: tuple[str, ...] = ()
+    # Display-only picture per turn (e.g. the image with the answer's boxes drawn), or None.
+    figures: tuple[str | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.turns)
+        object.__setattr__(self, "notes", (tuple(self.notes) + ("",) * n)[:n])
+        object.__setattr__(self, "figures", (tuple(self.figures) + (None,) * n)[:n])
+
+    @property
+    def media(self) -> list[Media]:
+        return [m for t in self.turns for m in t.media]
+
+    @property
+    def awaiting_answer(self) -> bool:
+        return bool(self.turns) and self.turns[-1].role == "user"
+
+    def send(self, text: str, files: list[str] | tuple[str, ...] = ()) -> Conversation:
+        """Append a user message after checking it against the named limits."""
+        text = text or ""
+        if not text.strip() and not files:
+            raise UserError("Type a message or attach an image or video first.")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise UserError(f"Message is {len(text)} characters, over the limit of {MAX_MESSAGE_CHARS}.")
+        if len(files) > MAX_MEDIA_PER_MESSAGE:
+            raise UserError(f"{len(files)} files attached, over the limit of {MAX_MEDIA_PER_MESSAGE} per message.")
+        turn = user_turn(text, list(files))
+        if len(self.media) + len(turn.media) > MAX_MEDIA_PER_CONVERSATION:
+            raise UserError(
+                f"This conversation would hold {len(self.media) + len(turn.media)} images/videos, over the "
+                f"limit of {MAX_MEDIA_PER_CONVERSATION}. Clear the chat to start a new one."
+            )
+        return Conversation((*self.turns, turn), self.notes, self.figures)
+
+    def with_answer(self, text: str, note: str = "", figure: str | None = None) -> Conversation:
+        """Set the assistant answer to the last user message (replacing a partial one being streamed)."""
+        base = self.without_trailing_answer()
+        return Conversation((*base.turns, Turn("assistant", text)), (*base.notes, note), (*base.figures, figure))
+
+    def without_trailing_answer(self) -> Conversation:
+        if self.turns and self.turns[-1].role == "assistant":
+            return self.truncate(len(self.turns) - 1)
+        return self
+
+    def retry(self) -> Conversation:
+        """Drop the last answer so the last user message can be answered again."""
+        base = self.without_trailing_answer()
+        if not base.awaiting_answer:
+            raise UserError("There is no message to retry.")
+        return base
+
+    def undo(self) -> tuple[Conversation, Turn | None]:
+        """Remove the last user message and its answer; return it so the UI can put it back in the box."""
+        base = self.without_trailing_answer()
+        if not base.turns:
+            return base, None
+        return base.truncate(len(base.turns) - 1), base.turns[-1]
+
+    def truncate(self, index: int) -> Conversation:
+        """Keep turns [0, index)."""
+        return Conversation(self.turns[:index], self.notes[:index], self.figures[:index])
+
+    def edit(self, index: int, text: str) -> Conversation:
+        """Replace the text of turn `index`. A user edit drops everything after it (to be answered again)."""
+        if not 0 <= index < len(self.turns):
+            raise UserError(f"There is no message number {index + 1} to edit.")
+        turn = self.turns[index]
+        edited = replace(turn, text=text)
+        if turn.role == "user":
+            return Conversation((*self.turns[:index], edited), self.notes[:index], self.figures[:index])
+        # An edited answer no longer matches its drawing: drop the figure.
+        return Conversation((*self.turns[:index], edited, *self.turns[index + 1:]),
+                            (*self.notes[:index], "edited", *self.notes[index + 1:]),
+                            (*self.figures[:index], None, *self.figures[index + 1:]))

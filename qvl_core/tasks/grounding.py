@@ -1,0 +1,84 @@
+"""One grounding request end to end: prompt + image -> streamed answer -> detections in original pixels."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from qvl_core.engine.backend import Backend
+from qvl_core.engine.messages import user_turn
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.types import GenerationRequest, GenerationStats
+from qvl_core.families import FamilySpec
+from qvl_core.media.images import PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
+from qvl_core.parse.grounding import Detection, count_from_answer, parse_grounding
+
+# Grounding answers are JSON lists: dense scenes need room (about 25 tokens per box).
+DEFAULT_GROUNDING_MAX_NEW_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class GroundingResult:
+    """Detections in ORIGINAL image pixels plus everything needed to check them."""
+
+    detections: tuple[Detection, ...]
+    raw: str
+    prompt: str
+    image_size: tuple[int, int]
+    input_size: tuple[int, int]
+    stated_count: int | None
+    stats: GenerationStats
+
+    def detections_json(self) -> list[dict]:
+        """The documented download/API/CLI format: label, bbox_2d, point_2d, text (+ extra keys)."""
+        return [d.to_json() for d in self.detections]
+
+    @property
+    def truncated(self) -> bool:
+        return self.stats.finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class GroundingStep:
+    """Progress of one request: the raw answer so far, and the result once it is complete."""
+
+    raw: str
+    result: GroundingResult | None = None
+
+
+def planned_input_size(image_size: tuple[int, int], family: FamilySpec, max_tokens: int) -> tuple[tuple[int, int], int]:
+    """What the model will see for an image of `image_size` under `max_tokens`: ((w, h), visual tokens)."""
+    budget = PixelBudget.from_tokens(family, max_tokens=max_tokens)
+    w, h = image_size
+    new_h, new_w = fit_aspect(*smart_resize(h, w, factor=family.factor, min_pixels=budget.min_pixels,
+                                            max_pixels=budget.max_pixels), factor=family.factor)
+    return (new_w, new_h), visual_tokens((new_w, new_h), family)
+
+
+def ground(session: Backend, image: str | Path, prompt: str, *, sampling: SamplingParams | None = None,
+           max_image_tokens: int | None = None) -> Iterator[GroundingStep]:
+    """Stream a grounding answer; the last step carries the parsed detections.
+
+    The input size comes from the processor's own grid for this image (checked in the session), so the
+    per-family coordinate map is exact, never guessed.
+    """
+    open_image(image)  # fail fast, before queueing for the GPU, on a bad file
+    request = GenerationRequest(
+        turns=(user_turn(prompt, [str(image)]),),
+        sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS),
+        max_image_tokens=max_image_tokens,
+    )
+    raw = ""
+    with contextlib.closing(session.stream(request)) as stream:
+        for chunk in stream:
+            raw += chunk.text
+            if chunk.stats is None:
+                yield GroundingStep(raw)
+                continue
+            stats = chunk.stats
+            input_size, image_size = stats.image_input_sizes[0], stats.image_original_sizes[0]
+            detections = parse_grounding(raw, family=session.family, input_size=input_size, image_size=image_size)
+            yield GroundingStep(raw, GroundingResult(tuple(detections), raw, prompt, image_size, input_size,
+                                                     count_from_answer(raw), stats))

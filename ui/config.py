@@ -1,0 +1,93 @@
+"""Web-server settings (`qvl serve` / app.py flags): host, port, login, upload size, queue; plus the shared flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from qvl_core.engine.backend import BackendOptions
+from qvl_core.engine.loading import LoadOptions
+from qvl_core.errors import UserError
+from qvl_core.flags import Limits, add_limit_args, add_model_args, backend_options, limits_from, load_options
+from qvl_core.settings import env_int
+
+DEFAULT_PORT = 7860
+DEFAULT_MAX_FILE_SIZE = "200mb"
+DEFAULT_QUEUE_SIZE = 64
+# Requests the GPU queue runs at once: 1 in process (one GPU), more against a server so that it can batch them.
+DEFAULT_CONCURRENCY = {"transformers": 1, "openai": 16}
+MAX_CONCURRENCY = 256
+# Uploads and the files the tabs write are deleted this long after they were made (checked every tenth of it).
+DEFAULT_CACHE_TTL_S = 24 * 3600
+
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    load: LoadOptions
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    share: bool = False
+    auth: tuple[str, str] | None = None
+    max_file_size: str = DEFAULT_MAX_FILE_SIZE
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    limits: Limits = field(default_factory=Limits)
+    cache_ttl_s: int = DEFAULT_CACHE_TTL_S
+    # Hosts whose URLs may be fetched as media through the API; empty: URLs are refused.
+    allow_url_media: tuple[str, ...] = ()
+    backend: BackendOptions | None = None  # None: the in-process model described by `load`
+    concurrency: int = 1  # requests the shared GPU queue runs at once (--concurrency)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--concurrency", type=int, default=env_int("QVL_CONCURRENCY", 0) or None,
+                   help="requests run at once through the shared GPU queue (env QVL_CONCURRENCY; default 1 in "
+                        "process, 16 with --backend openai so the server can batch them)")
+    p.add_argument("--host", default=_env("QVL_HOST", "127.0.0.1"), help="env QVL_HOST (0.0.0.0 to listen on all)")
+    p.add_argument("--port", type=int, default=int(_env("QVL_PORT", str(DEFAULT_PORT)) or DEFAULT_PORT),
+                   help="env QVL_PORT")
+    p.add_argument("--share", action="store_true", default=_env("QVL_SHARE", "") in ("1", "true"),
+                   help="create a public gradio.live link (env QVL_SHARE=1)")
+    p.add_argument("--auth", default=_env("QVL_AUTH"), help="USER:PASS to require a login (env QVL_AUTH)")
+    p.add_argument("--max-file-size", default=_env("QVL_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
+                   help="largest upload, e.g. 200mb (env QVL_MAX_FILE_SIZE)")
+    p.add_argument("--queue-size", type=int,
+                   default=int(_env("QVL_QUEUE_SIZE", str(DEFAULT_QUEUE_SIZE)) or DEFAULT_QUEUE_SIZE),
+                   help="requests that may wait for the GPU before new ones are refused (env QVL_QUEUE_SIZE)")
+    add_limit_args(p)
+    p.add_argument("--cache-ttl", type=int, default=env_int("QVL_CACHE_TTL", DEFAULT_CACHE_TTL_S),
+                   help="seconds after which uploads and output files are deleted (env QVL_CACHE_TTL)")
+    p.add_argument("--allow-url-media", default=_env("QVL_ALLOW_URL_MEDIA", ""),
+                   help="comma-separated hosts whose media URLs the API may fetch; default none: URLs are refused "
+                        "(env QVL_ALLOW_URL_MEDIA)")
+
+
+def concurrency_from(ns: argparse.Namespace) -> int:
+    value = ns.concurrency or DEFAULT_CONCURRENCY[ns.backend]
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise UserError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {value}.")
+    return value
+
+
+def serve_config(ns: argparse.Namespace) -> ServeConfig:
+    auth = None
+    if ns.auth:
+        user, sep, password = ns.auth.partition(":")
+        if not sep or not user or not password:
+            raise UserError("--auth must be USER:PASS (both non-empty).")
+        auth = (user, password)
+    if ns.queue_size < 1:
+        raise UserError(f"--queue-size must be at least 1, got {ns.queue_size}.")
+    if ns.cache_ttl < 1:
+        raise UserError(f"--cache-ttl must be at least 1 second, got {ns.cache_ttl}.")
+    hosts = tuple(h.strip().lower() for h in (ns.allow_url_media or "").split(",") if h.strip())
+    return ServeConfig(load=load_options(ns), host=ns.host, port=ns.port, share=ns.share, auth=auth,
+                       max_file_size=ns.max_file_size, queue_size=ns.queue_size, limits=limits_from(ns),
+                       cache_ttl_s=ns.cache_ttl, allow_url_media=hosts, backend=backend_options(ns),
+                       concurrency=concurrency_from(ns))

@@ -1,0 +1,186 @@
+"""The Document parsing tab: pages or PDFs in; QwenVL HTML, a sandboxed preview, layout boxes, Markdown, JSON out."""
+
+from __future__ import annotations
+
+import contextlib
+import html as html_lib
+from pathlib import Path
+
+import gradio as gr
+
+from qvl_core.engine.backend import Backend
+from qvl_core.errors import UserError
+from qvl_core.media import documents as doc_limits
+from qvl_core.media.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
+from qvl_core.parse.docparse import draw_layout, iframe_html
+from qvl_core.tasks.documents import (
+    DEFAULT_DOC_IMAGE_TOKENS,
+    DEFAULT_DOC_MAX_NEW_TOKENS,
+    MODES,
+    JobOptions,
+    JobProgress,
+    PageResult,
+    job_html,
+    job_json,
+    job_markdown,
+    parse_fields,
+    run_job,
+    write_job_files,
+)
+from ui.common import SamplingControls, format_stats, gpu_event, image_tokens_slider, to_gr_error, to_sampling
+from ui.files import output_dir
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+PREVIEW_HEIGHT = 720
+
+
+def status_markdown(progress: JobProgress) -> str:
+    """One line per finished page (with truncation flags), the page in progress, and any file errors."""
+    lines = []
+    n = len(progress.done)
+    if progress.finished:
+        lines.append(f"**Done: {n} of {progress.total_pages} pages.**")
+    elif progress.current:
+        lines.append(f"**Parsing {progress.current}** ({n} of {progress.total_pages} pages done)")
+    for r in progress.done:
+        flag = " ⚠️ **hit the token limit: the page may be cut short** (raise Max new tokens)" if r.truncated else ""
+        kind = "" if r.is_html or r.fields is not None else " (the answer is not HTML: shown as text)"
+        problems = f" — {'; '.join(r.field_problems)}" if r.field_problems else ""
+        lines.append(f"- {r.label}: {len(r.blocks)} layout blocks, {format_stats(r.stats)}{flag}{kind}{problems}")
+    lines += [f"- ❌ {e}" for e in progress.errors]
+    return "\n".join(lines)
+
+
+def page_views(pages: list[PageResult], label: str | None):
+    """(preview, layout image, raw HTML, Markdown, fields rows) for the chosen page."""
+    page = next((p for p in pages if p.label == label), pages[-1] if pages else None)
+    if page is None:
+        return "", None, "", "", []
+    preview = iframe_html(page.html if page.is_html else f"<pre>{html_lib.escape(page.raw)}</pre>",
+                          height=PREVIEW_HEIGHT, title=f"Preview of {page.label}")
+    layout = draw_layout(page.image, [b for b in page.blocks if b.box is not None])
+    rows = [[k, "" if v is None else str(v)] for k, v in (page.fields or {}).items()]
+    return preview, layout, page.html or page.raw, page.markdown, rows
+
+
+def job_stem(files: list[str] | None) -> str:
+    """Downloads are named after the file when there is one, else "document"."""
+    return Path(files[0]).stem if files and len(files) == 1 else "document"
+
+
+class DocumentsTab:
+    """Builds the Document parsing tab and its /parse_document API."""
+
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
+        self.session = session
+
+    def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,
+                n_files: int = 1) -> JobOptions:
+        spec = parse_fields(fields) if mode == MODES[3] else None
+        return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=float(dpi),
+                          max_image_tokens=int(max_tokens), sampling=to_sampling(*sampling_values), fields=spec,
+                          clamp_pages=n_files > 1, max_pages=doc_limits.MAX_PDF_PAGES)
+
+    def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
+            *sampling_values, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
+        """Stream a whole job. Views change when a page finishes; the live box streams the current page."""
+        skip = gr.skip()
+        try:
+            options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []))
+            outdir = output_dir("qvl-docjob-")
+            downloads: list[str] = []
+            shown = 0
+            with contextlib.closing(run_job(self.session, files or [], options)) as job:
+                for state in job:
+                    pages_done = list(state.done)
+                    progress((len(pages_done), max(state.total_pages, 1)), desc=state.current or "Parsing",
+                             unit="pages")
+                    if len(pages_done) != shown or state.finished:
+                        # A page finished: refresh views and downloads (Stop keeps what is here now).
+                        shown = len(pages_done)
+                        if pages_done:
+                            downloads = [str(p) for p in write_job_files(pages_done, outdir, job_stem(files))]
+                        labels = [p.label for p in pages_done]
+                        views = page_views(pages_done, labels[-1] if labels else None)
+                        live = state.partial or (pages_done[-1].raw if pages_done else "")
+                        yield (pages_done, gr.Dropdown(choices=labels, value=labels[-1] if labels else None),
+                               *views, live, status_markdown(state), downloads or None)
+                    else:
+                        yield (skip, skip, skip, skip, skip, skip, skip, state.partial, status_markdown(state), skip)
+                    if state.finished and not state.done and state.errors:
+                        raise UserError("Nothing could be parsed: " + " ".join(state.errors))
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
+            raise to_gr_error(exc) from None
+
+    def api_parse(self, file: str, mode: str, pages: str, dpi: float, fields: str):
+        """/parse_document: one file in; the job's sanitized HTML, Markdown and per-page layout JSON out."""
+        try:
+            if not file:
+                raise UserError("A PDF or page image is required.")
+            options = self.options(mode or MODES[0], fields or "", pages or "", dpi or DEFAULT_DPI,
+                                   DEFAULT_DOC_IMAGE_TOKENS, (DEFAULT_DOC_MAX_NEW_TOKENS, 0.0, 1.0, 0, 1.05, -1))
+            *_, last = run_job(self.session, [file], options)
+            if last.errors and not last.done:
+                raise UserError("; ".join(last.errors))
+            return job_html(last.done), job_markdown(last.done), job_json(last.done)
+        except Exception as exc:  # noqa: BLE001
+            raise to_gr_error(exc) from None
+
+    def render(self) -> None:
+        state = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=2):
+                files = gr.File(file_count="multiple", file_types=list(DOCUMENT_SUFFIXES), type="filepath",
+                                label=f"Pages or PDFs (up to {doc_limits.MAX_PDF_PAGES} pages per job)",
+                                elem_id="doc-files")
+                mode = gr.Radio(list(MODES), value=MODES[0], label="Output", elem_id="doc-mode")
+                fields = gr.Textbox(label="Fields to extract (comma-separated) or a JSON schema", lines=3,
+                                    visible=False, placeholder="invoice number, date, vendor, total")
+                with gr.Row():
+                    pages = gr.Textbox(label="Pages", placeholder="all, or 1-5, 2,4,7-9", scale=1)
+                    dpi = gr.Slider(MIN_DPI, MAX_DPI, value=DEFAULT_DPI, step=10, label="PDF render DPI", scale=2)
+                with gr.Accordion("Options", open=False):
+                    max_tokens = image_tokens_slider(DEFAULT_DOC_IMAGE_TOKENS)
+                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS)
+                with gr.Row():
+                    run_btn = gr.Button("Parse", variant="primary", elem_id="doc-run")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="doc-stop")
+                status = gr.Markdown(elem_id="doc-status")
+                downloads = gr.File(label="Downloads (.html, .md, .json)", file_count="multiple", interactive=False,
+                                    elem_id="doc-downloads")
+            with gr.Column(scale=3):
+                page_pick = gr.Dropdown(label="Page", choices=[], elem_id="doc-page")
+                with gr.Tabs():
+                    with gr.Tab("Preview"):
+                        preview = gr.HTML(elem_id="doc-preview")
+                    with gr.Tab("Layout"):
+                        layout = gr.Image(label="Layout boxes by kind", type="pil", interactive=False,
+                                          elem_id="doc-layout")
+                    with gr.Tab("HTML"):
+                        raw_html = gr.Code(language="html", label="QwenVL HTML (as the model wrote it)")
+                    with gr.Tab("Markdown"):
+                        markdown = gr.Code(language="markdown", label="Markdown", elem_id="doc-markdown")
+                    with gr.Tab("Fields"):
+                        fields_table = gr.Dataframe(headers=["field", "value"], interactive=False)
+                live = gr.Textbox(label="Live output (current page)", lines=6, max_lines=12, elem_id="doc-live")
+        examples = [[[str(ASSETS / "receipt.png")], MODES[0]], [[str(ASSETS / "receipt.png")], MODES[3]]]
+        gr.Examples([e for e in examples if Path(e[0][0]).is_file()], inputs=[files, mode])
+
+        mode.change(lambda m: gr.Textbox(visible=m == MODES[3]), mode, fields, queue=False, api_visibility="private")
+        views = [preview, layout, raw_html, markdown, fields_table]
+        page_pick.change(page_views, [state, page_pick], views, queue=False, api_visibility="private")
+        running = run_btn.click(
+            self.run, [files, mode, fields, pages, dpi, max_tokens, *sampling.components],
+            [state, page_pick, *views, live, status, downloads],
+            **self.gpu, api_visibility="private",
+        )
+        stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
+
+        with gr.Group(visible=False):
+            api_in = [gr.File(type="filepath", label="file"), gr.Dropdown(list(MODES), value=MODES[0], label="mode"),
+                      gr.Textbox("all", label="pages"), gr.Number(DEFAULT_DPI, label="dpi"),
+                      gr.Textbox("", label="fields")]
+            api_out = [gr.Textbox(label="html"), gr.Textbox(label="markdown"), gr.JSON(label="layout")]
+            api_btn = gr.Button()
+        api_btn.click(self.api_parse, api_in, api_out, api_name="parse_document", **self.gpu)

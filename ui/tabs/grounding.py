@@ -1,0 +1,204 @@
+"""The Grounding tab: find, count, point at and read things; boxes drawn back exactly in original pixels."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from qvl_core.draw import annotated_value, draw_detections, palette_color
+from qvl_core.engine.backend import Backend
+from qvl_core.errors import UserError
+from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
+from qvl_core.parse.grounding import PRESETS, build_prompt
+from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
+from ui.common import SamplingControls, format_stats, gpu_event, image_tokens_slider, to_gr_error, to_sampling
+from ui.files import output_dir
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TABLE_HEADERS = ["label", "text", "x1", "y1", "x2", "y2", "x", "y"]
+PLACEHOLDERS = {
+    "Detect": "Categories, comma-separated: person, helmet, car",
+    "Locate": "A description: the man in the red jacket",
+    "Point": "What to point at: every cup on the table",
+    "Count": "What to count: apples",
+    "Text spotting": "(nothing needed)",
+    "Custom": "Any prompt; every box and point in the answer is drawn",
+}
+
+
+def image_path_input(**kwargs) -> gr.Image:
+    """A gr.Image that hands the handler the uploaded file's path without opening it.
+
+    gr.Image(type="filepath") opens the file with PIL first, so an empty or fake file failed inside Gradio with
+    a generic "the app raised an exception"; our `open_image` checks it instead and names the problem. (An
+    instance override: a gr.Image subclass would make Gradio write a .pyi file next to this module.)
+    """
+    image = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = image.preprocess
+
+    def preprocess(payload):
+        if payload is None or (payload.url or "").startswith("data:"):  # pasted or webcam images arrive inline
+            return gradio_preprocess(payload)
+        return str(payload.path)
+
+    image.preprocess = preprocess
+    return image
+
+
+def table_rows(result: GroundingResult) -> list[list]:
+    rows = []
+    for d in result.detections:
+        box = [round(v, 1) for v in d.box] if d.box else [None] * 4
+        point = [round(v, 1) for v in d.point] if d.point else [None] * 2
+        rows.append([d.label or "", d.text or "", *box, *point])
+    return rows
+
+
+def summary_markdown(result: GroundingResult) -> str:
+    n = len(result.detections)
+    w, h = result.image_size
+    iw, ih = result.input_size
+    lines = [f"**{n} found**" if n else "**The model found nothing** (no coordinates in its answer; see the raw "
+             "answer below)."]
+    if result.stated_count is not None and result.stated_count != n:
+        lines.append(f"The model says **{result.stated_count}**.")
+    lines.append(f"Image {w}×{h} px, seen by the model as {iw}×{ih} px. {format_stats(result.stats)}")
+    if result.truncated:
+        lines.append("⚠️ The answer hit the token limit: the last items may be missing. Raise *Max new tokens*.")
+    return "  \n".join(lines)
+
+
+def write_json(result: GroundingResult) -> str:
+    out = output_dir("qvl-ground-") / "detections.json"
+    out.write_text(json.dumps(result.detections_json(), indent=2, ensure_ascii=False))
+    return str(out)
+
+
+def drawn_image(image_path: str, result: GroundingResult) -> Image.Image:
+    return draw_detections(open_image(image_path), list(result.detections))
+
+
+class GroundingTab:
+    """Builds the Grounding tab and its /ground API; handlers work on plain data."""
+
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
+        self.session = session
+
+    def prompt_for(self, preset: str, text: str) -> str:
+        try:
+            return build_prompt(preset, text, self.session.family)
+        except UserError:
+            return ""  # nothing typed yet: leave the prompt box empty rather than erroring while typing
+
+    def resolution_info(self, image: str | None, max_tokens: float) -> str:
+        if not image:
+            return ""
+        try:
+            size = open_image(image).size
+            (w, h), tokens = planned_input_size(size, self.session.family, int(max_tokens))
+        except UserError as exc:
+            return f"⚠️ {exc}"
+        return f"The model will see this image as {w}×{h} px = {tokens} visual tokens (original {size[0]}×{size[1]})."
+
+    def run(self, image: str | None, preset: str, text: str, prompt: str, max_tokens: float, *sampling_values):
+        """Stream the raw answer, then show the drawing, table, count and JSON download."""
+        empty = (None, [], "", None)
+        try:
+            if not image:
+                raise UserError("Add an image first (upload, drag and drop, paste or webcam).")
+            prompt = (prompt or "").strip() or build_prompt(preset, text, self.session.family)
+            sampling = to_sampling(*sampling_values)
+            result = None
+            with contextlib.closing(ground(self.session, image, prompt, sampling=sampling,
+                                           max_image_tokens=int(max_tokens))) as steps:
+                for step in steps:
+                    result = step.result
+                    if result is None:
+                        yield *empty, step.raw, prompt
+            assert result is not None
+            base = draw_detections(open_image(image), [d for d in result.detections if d.point])
+            value = annotated_value(base, list(result.detections))
+            # The legend uses the same colour per label as the drawn boxes and points.
+            shown = gr.AnnotatedImage(value=value, color_map=color_map([label for _box, label in value[1]]))
+            yield (shown, table_rows(result), summary_markdown(result), write_json(result), result.raw, prompt)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
+            raise to_gr_error(exc) from None
+
+    def api_ground(self, image: str, text: str, preset: str, max_image_tokens: float, max_new_tokens: float):
+        """/ground: image + text (+ preset) -> (drawn image, detections JSON in original pixels)."""
+        try:
+            if not image:
+                raise UserError("An image is required.")
+            prompt = build_prompt(preset or "Detect", text, self.session.family)
+            sampling = to_sampling(max_new_tokens, 0.0, 1.0, 0, 1.05, -1)
+            result = None
+            with contextlib.closing(ground(self.session, image, prompt, sampling=sampling,
+                                           max_image_tokens=int(max_image_tokens))) as steps:
+                for step in steps:
+                    result = step.result or result
+            assert result is not None
+            return drawn_image(image, result), result.detections_json()
+        except Exception as exc:  # noqa: BLE001
+            raise to_gr_error(exc) from None
+
+    def render(self) -> None:
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = image_path_input(sources=["upload", "clipboard", "webcam"], label="Image",
+                                 height=360, elem_id="ground-image")
+                preset = gr.Radio(list(PRESETS), value="Detect", label="Task", elem_id="ground-preset")
+                text = gr.Textbox(label="What to find", placeholder=PLACEHOLDERS["Detect"], elem_id="ground-text")
+                prompt = gr.Textbox(label="Prompt sent to the model (editable)", lines=3, elem_id="ground-prompt")
+                res_info = gr.Markdown()
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="ground-run")
+                    stop_btn = gr.Button("Stop", variant="stop")
+                with gr.Accordion("Options", open=False):
+                    max_tokens = image_tokens_slider(DEFAULT_MAX_IMAGE_TOKENS)
+                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
+            with gr.Column(scale=3):
+                annotated = gr.AnnotatedImage(label="Detections", height=460, show_legend=True,
+                                              elem_id="ground-annotated")
+                summary = gr.Markdown(elem_id="ground-summary")
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Detections (original image pixels)",
+                                     interactive=False, wrap=True, elem_id="ground-table")
+                download = gr.File(label="Detections JSON")
+                raw = gr.Textbox(label="Raw model answer", lines=6, elem_id="ground-raw")
+        examples = [[str(ASSETS / "shapes.png"), "Detect", "circle, rectangle, triangle"],
+                    [str(ASSETS / "receipt.png"), "Text spotting", ""]]
+        gr.Examples([e for e in examples if Path(e[0]).is_file()], inputs=[image, preset, text])
+
+        def sync_prompt(p: str, t: str):
+            return self.prompt_for(p, t), gr.Textbox(placeholder=PLACEHOLDERS.get(p, ""))
+
+        for trigger in (preset.change, text.change):
+            trigger(sync_prompt, [preset, text], [prompt, text], queue=False, api_visibility="private",
+                    show_progress="hidden")
+        for trigger in (image.change, max_tokens.release):
+            trigger(self.resolution_info, [image, max_tokens], res_info, queue=False, api_visibility="private",
+                    show_progress="hidden")
+        running = run_btn.click(
+            self.run, [image, preset, text, prompt, max_tokens, *sampling.components],
+            [annotated, table, summary, download, raw, prompt],
+            **self.gpu, api_visibility="private",
+        )
+        stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
+
+        with gr.Group(visible=False):
+            api_in = [image_path_input(label="image"), gr.Textbox(label="text"),
+                      gr.Dropdown(list(PRESETS), value="Detect", label="preset"),
+                      gr.Number(DEFAULT_MAX_IMAGE_TOKENS, precision=0, label="max_image_tokens"),
+                      gr.Number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, precision=0, label="max_new_tokens")]
+            api_out = [gr.Image(type="pil", label="drawn"), gr.JSON(label="detections")]
+            api_btn = gr.Button()
+        api_btn.click(self.api_ground, api_in, api_out, api_name="ground", **self.gpu)
+
+
+def color_map(labels: list[str]) -> dict[str, str]:
+    """Hex colours per label for gr.AnnotatedImage, the same as the drawn boxes."""
+    return {label: "#{:02x}{:02x}{:02x}".format(*palette_color(label)) for label in labels}

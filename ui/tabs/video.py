@@ -1,0 +1,256 @@
+"""The Video QA tab: questions about a video; every timestamp in the answer is a chip that seeks the player."""
+
+from __future__ import annotations
+
+import contextlib
+import html as html_lib
+import json
+import re
+from pathlib import Path
+
+import gradio as gr
+
+from qvl_core.engine.backend import Backend
+from qvl_core.errors import UserError
+from qvl_core.media.video import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAME_TOKENS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_TOTAL_VIDEO_TOKENS,
+    MAX_FRAMES_LIMIT,
+    VideoBudget,
+    estimate,
+    frames_at,
+    probe,
+)
+from qvl_core.parse.timespans import format_timestamp, link_timestamps, spans_to_chapters
+from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
+from ui.common import SamplingControls, format_stats, gpu_event, to_gr_error, to_sampling
+from ui.files import output_dir
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+MAX_GALLERY_FRAMES = 12
+# Chips are our own markup (numbers we parsed); model text around them is escaped. One delegated listener,
+# installed once per page (see shell.HEAD), seeks the player when a chip is clicked.
+SEEK_JS = """
+<script>
+document.addEventListener("click", (event) => {
+  const chip = event.target.closest && event.target.closest(".qvl-chip");
+  if (!chip) return;
+  const seconds = parseFloat(chip.dataset.t);
+  const player = document.querySelector("#video-player video");
+  if (!player || !isFinite(seconds)) return;
+  player.currentTime = seconds;
+  player.scrollIntoView({block: "nearest", behavior: "smooth"});
+});
+</script>
+"""
+
+
+def chip(seconds: float, label: str) -> str:
+    return (f'<button type="button" class="qvl-chip" data-t="{seconds:.3f}" '
+            f'title="Jump to {format_timestamp(seconds)}">{html_lib.escape(label)}</button>')
+
+
+# A Markdown fence line: "```" or "```json" on its own line (the model wraps JSON answers in them).
+_FENCE_RE = re.compile(r"^[ \t]*```[\w+-]*[ \t]*$\n?", re.MULTILINE)
+
+
+def answer_html(text: str, offset: float = 0.0) -> str:
+    """The answer as HTML: escaped text, each timestamp a chip that seeks to (model time + offset) seconds.
+
+    Fenced blocks (the JSON of Chapters) show as code without their ``` lines; a block still being streamed
+    runs to the end of the text.
+    """
+    blocks = []
+    for i, block in enumerate(_FENCE_RE.split(text)):
+        if not block.strip():
+            continue
+        inner = _linked(block.strip("\n") if i % 2 else block, code=bool(i % 2), offset=offset)
+        blocks.append(f'<pre class="qvl-code">{inner}</pre>' if i % 2 else inner)
+    return f'<div class="qvl-answer">{"".join(blocks)}</div>'
+
+
+def _linked(text: str, *, code: bool, offset: float) -> str:
+    parts = []
+    for segment, seconds in link_timestamps(text):
+        if seconds is None:
+            escaped = html_lib.escape(segment)
+            parts.append(escaped if code else escaped.replace("\n", "<br>"))
+        else:
+            parts.append(chip(seconds + offset, segment))
+    return "".join(parts)
+
+
+def timeline_html(answer: VideoAnswer) -> str:
+    """Segments on a time axis (Chapters); each is clickable like a chip."""
+    duration = answer.video.duration
+    spans = [s for s in answer.spans if s.end is not None and s.end > s.start]
+    if not spans or duration <= 0:
+        return ""
+    bars = []
+    for i, s in enumerate(spans):
+        left, width = 100 * s.start / duration, max(0.5, 100 * (s.end - s.start) / duration)
+        title = html_lib.escape(f"{format_timestamp(s.start)}–{format_timestamp(s.end)} {s.text}", quote=True)
+        bars.append(f'<button type="button" class="qvl-chip qvl-seg qvl-seg-{i % 6}" data-t="{s.start:.3f}" '
+                    f'style="left:{left:.2f}%;width:{width:.2f}%" title="{title}"></button>')
+    return (f'<div class="qvl-timeline">{"".join(bars)}</div><div class="qvl-axis"><span>0:00</span>'
+            f"<span>{format_timestamp(duration)}</span></div>")
+
+
+def estimate_markdown(video: str | None, session: Backend, budget: VideoBudget) -> str:
+    if not video:
+        return ""
+    try:
+        info = probe(video)
+        est = estimate(info, session.family, budget)
+    except UserError as exc:
+        return f"⚠️ {exc}"
+    w, h = est.frame_size
+    return (f"{info.duration:.1f} s at {info.fps:.2f} fps → **{est.frames} frames** of {w}×{h} px → "
+            f"**{est.visual_tokens:,} visual tokens** (KV cache ≈ {est.kv_cache_bytes_7b / 2**30:.2f} GiB on a 7B "
+            "model). Lower fps, max frames or the frame budget to make it cheaper.")
+
+
+def gallery(video: str, answer: VideoAnswer) -> list[tuple]:
+    """The frames at the answer's times, decoded at exactly those times in one pass over the file."""
+    times = sorted({round(s.start, 2) for s in answer.spans})[:MAX_GALLERY_FRAMES]
+    images = frames_at(video, times) if times else []
+    captions = [next((s.text for s in answer.spans if round(s.start, 2) == t), "") for t in times]
+    return [(im, f"{format_timestamp(t)} {text[:60]}") for im, t, text in zip(images, times, captions, strict=True)]
+
+
+class VideoTab:
+    """Builds the Video QA tab and its /video_qa API."""
+
+    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+        self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
+        self.session = session
+
+    @staticmethod
+    def budget(fps: float, max_frames: float, frame_tokens: float, total_tokens: float) -> VideoBudget:
+        return VideoBudget(fps=float(fps), max_frames=int(max_frames), max_frame_tokens=int(frame_tokens),
+                           total_tokens=int(total_tokens))
+
+    def prompt_for(self, preset: str, text: str) -> str:
+        try:
+            return build_video_prompt(preset, text, self.session.family)
+        except UserError:
+            return ""
+
+    def run(self, video: str | None, preset: str, text: str, prompt: str, fps: float, max_frames: float,
+            frame_tokens: float, total_tokens: float, start: float | None, end: float | None, *sampling_values):
+        try:
+            if not video:
+                raise UserError("Add a video first (mp4, mov, mkv, webm or avi).")
+            prompt = (prompt or "").strip() or build_video_prompt(preset, text, self.session.family)
+            budget = self.budget(fps, max_frames, frame_tokens, total_tokens)
+            answer = None
+            with contextlib.closing(ask_video(self.session, video, prompt, budget=budget, start=start or None,
+                                              end=end or None, sampling=to_sampling(*sampling_values))) as steps:
+                for step in steps:
+                    answer = step.answer
+                    if answer is None:
+                        yield answer_html(step.raw), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", step.raw, prompt
+            assert answer is not None
+            rows = [[c["start"], c["end"], c["duration"], c["text"]] for c in spans_to_chapters(answer.spans)]
+            out = output_dir("qvl-video-") / "spans.json"
+            out.write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False))
+            note = self.summary(answer)
+            yield (answer_html(answer.raw, answer.clock_offset), gallery(video, answer), timeline_html(answer),
+                   rows, str(out), note, answer.raw, prompt)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
+            raise to_gr_error(exc) from None
+
+    def summary(self, answer: VideoAnswer) -> str:
+        v = answer.video
+        lines = [f"{len(answer.spans)} time span(s) found. The model saw {len(v.indices)} frames "
+                 f"({v.fps:.2f} fps) of {v.frames.shape[2]}×{v.frames.shape[1]} px. {format_stats(answer.stats)}"]
+        if not self.session.family.absolute_time:
+            lines.append(f"⚠️ {self.session.family.display_name} does not encode absolute time: its timestamps are "
+                         "estimates.")
+        return "  \n".join(lines)
+
+    def api_video_qa(self, video: str, question: str, fps: float, max_frames: float):
+        """/video_qa: video + question -> (answer text, spans JSON in seconds of the file)."""
+        try:
+            if not video:
+                raise UserError("A video is required.")
+            if not (question or "").strip():
+                raise UserError("A question is required.")
+            budget = VideoBudget(fps=float(fps), max_frames=int(max_frames))
+            *_, last = ask_video(self.session, video, question, budget=budget)
+            return last.answer.raw, last.answer.spans_json()
+        except Exception as exc:  # noqa: BLE001
+            raise to_gr_error(exc) from None
+
+    def render(self) -> None:
+        with gr.Row():
+            with gr.Column(scale=2):
+                video = gr.Video(sources=["upload"], label="Video", elem_id="video-player", height=320)
+                preset = gr.Radio(list(PRESETS), value=PRESETS[0], label="Task", elem_id="video-preset")
+                text = gr.Textbox(label="Question or event", elem_id="video-text",
+                                  placeholder="e.g. the ball turns blue")
+                prompt = gr.Textbox(label="Prompt sent to the model (editable)", lines=3, elem_id="video-prompt",
+                                    value=self.prompt_for(PRESETS[0], ""))
+                with gr.Accordion("Sampling and budget", open=False):
+                    with gr.Row():
+                        fps = gr.Slider(0.1, 8, value=DEFAULT_FPS, step=0.1, label="Frames per second")
+                        max_frames = gr.Slider(4, MAX_FRAMES_LIMIT, value=DEFAULT_MAX_FRAMES, step=2,
+                                               label="Max frames")
+                    with gr.Row():
+                        frame_tokens = gr.Slider(16, 768, value=DEFAULT_MAX_FRAME_TOKENS, step=16,
+                                                 label="Max tokens per frame")
+                        total_tokens = gr.Slider(1024, 65536, value=DEFAULT_TOTAL_VIDEO_TOKENS, step=1024,
+                                                 label="Total video token budget")
+                    with gr.Row():
+                        start = gr.Number(None, label="Start (s)", minimum=0)
+                        end = gr.Number(None, label="End (s)", minimum=0)
+                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS)
+                estimate_md = gr.Markdown(elem_id="video-estimate")
+                with gr.Row():
+                    run_btn = gr.Button("Ask", variant="primary", elem_id="video-run")
+                    stop_btn = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=3):
+                answer = gr.HTML(label="Answer", elem_id="video-answer")
+                summary = gr.Markdown(elem_id="video-summary")
+                frames = gr.Gallery(label="Frames at the answer's times", columns=4, height=260,
+                                    elem_id="video-gallery")
+                timeline = gr.HTML(elem_id="video-timeline")
+                table = gr.Dataframe(headers=["start", "end", "duration", "event"], interactive=False, wrap=True,
+                                     label="Spans")
+                download = gr.File(label="Spans JSON")
+                raw = gr.Textbox(label="Raw model answer", lines=4)
+        gr.Examples([[str(ASSETS / "clock.mp4"), "When does … happen?", "the ball turns blue"]],
+                    inputs=[video, preset, text])
+
+        def sync_prompt(p: str, t: str):
+            return self.prompt_for(p, t)
+
+        for trigger in (preset.change, text.change):
+            trigger(sync_prompt, [preset, text], prompt, queue=False, api_visibility="private",
+                    show_progress="hidden")
+        budget_inputs = [fps, max_frames, frame_tokens, total_tokens]
+
+        def show_estimate(v, *b):
+            try:
+                return estimate_markdown(v, self.session, self.budget(*b))
+            except UserError as exc:
+                return f"⚠️ {exc}"
+
+        for trigger in (video.change, *(c.release for c in budget_inputs)):
+            trigger(show_estimate, [video, *budget_inputs], estimate_md, queue=False, api_visibility="private",
+                    show_progress="hidden")
+        running = run_btn.click(
+            self.run, [video, preset, text, prompt, *budget_inputs, start, end, *sampling.components],
+            [answer, frames, timeline, table, download, summary, raw, prompt],
+            **self.gpu, api_visibility="private",
+        )
+        stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
+
+        with gr.Group(visible=False):
+            api_in = [gr.Video(label="video"), gr.Textbox(label="question"), gr.Number(DEFAULT_FPS, label="fps"),
+                      gr.Number(DEFAULT_MAX_FRAMES, precision=0, label="max_frames")]
+            api_out = [gr.Textbox(label="answer"), gr.JSON(label="spans")]
+            api_btn = gr.Button()
+        api_btn.click(self.api_video_qa, api_in, api_out, api_name="video_qa", **self.gpu)
