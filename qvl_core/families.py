@@ -7,7 +7,7 @@ from typing import Literal
 
 from qvl_core.errors import UserError
 
-# How a family writes coordinates in its answers (FACTS §3):
+# How a family writes coordinates in its answers:
 # "absolute": pixels on the resized input the model saw (Qwen2.5-VL);
 # "norm1000": 0-1000 normalised to the image (Qwen2-VL, Qwen3-VL).
 CoordConvention = Literal["absolute", "norm1000"]

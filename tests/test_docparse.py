@@ -23,7 +23,7 @@ from qvl_core.media.images import smart_resize
 from qvl_core.parse import docparse as dp
 
 # --------------------------------------------------------------------------------------------------
-# Fixtures: realistic QwenVL HTML answers (FACTS §4), one per coordinate convention.
+# Fixtures: realistic QwenVL HTML answers, one per coordinate convention.
 # --------------------------------------------------------------------------------------------------
 
 # Qwen2.5-VL: absolute pixels on the resized input (868x1120); the page itself is 1736x2240 (scale 2).

@@ -84,7 +84,7 @@ def test_video_carries_its_true_sampling_rate(make_session, media_dir, family):
     grid_t = int(prepared.inputs["video_grid_thw"][0][0])
     assert grid_t == 4  # two frames per temporal patch
     if family == "qwen2_5_vl":
-        # 2 frames per patch at 2 fps: each temporal step is exactly 1 s (FACTS §5).
+        # 2 frames per patch at 2 fps: each temporal step is exactly 1 s.
         assert prepared.inputs["second_per_grid_ts"] == pytest.approx([1.0])
     if family == "qwen3_vl":
         prompt = s.loaded.processor.tokenizer.decode(prepared.inputs["input_ids"][0])

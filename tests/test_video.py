@@ -195,7 +195,7 @@ def test_trim_takes_frames_from_the_clip_only(videos, backend):
     *[b for b in backends() if b.values[0] != "decord"],
     pytest.param("decord", marks=pytest.mark.xfail(strict=True, reason=(
         "next to open-GOP keyframes, decord returns a frame one or two after the one asked for "
-        "(FACTS §5: 'occasional wrong frames'); hence it is tried last"))),
+        "('occasional wrong frames'); hence it is tried last"))),
 ])
 def test_open_gop_h264_gives_the_frames_shown_before_each_keyframe(tmp_path, backend):
     """Open GOPs (x265's default, common in broadcast and phone HEVC): B-frames shown just before a keyframe
@@ -401,7 +401,7 @@ def test_probe_and_estimate_match_what_sampling_gives(videos):
 
 
 def test_estimate_of_an_hour_at_default_qwen_settings():
-    """FACTS §5: about 6 GB of 7B KV cache for an hour of 720p at 2 fps and 768 frames of ~235k pixels."""
+    """about 6 GB of 7B KV cache for an hour of 720p at 2 fps and 768 frames of ~235k pixels."""
     info = video.VideoInfo(3600.0, 30.0, 108000, 1280, 720, 0, "pyav")
     est = estimate(info, QWEN25, VideoBudget(fps=2, max_frames=768, max_frame_tokens=768, total_tokens=10**6))
     assert est.frames == 768

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_LARGE = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_MODEL_SMALL = "Qwen/Qwen2.5-VL-3B-Instruct"
-# 7B in bf16 is ~16.6 GB of weights (FACTS §1); leave room for activations and the KV cache.
+# 7B in bf16 is ~16.6 GB of weights; leave room for activations and the KV cache.
 LARGE_MODEL_MIN_FREE_GB = 24.0
 ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
@@ -88,7 +88,7 @@ def choose_device(opt: LoadOptions) -> str:
 
 
 def choose_dtype(opt: LoadOptions, device: str) -> str:
-    # Always explicit: the official demo's silent fp32 doubles memory and halves speed (FACTS §1).
+    # Always explicit: the official demo's silent fp32 doubles memory and halves speed.
     if opt.dtype != "auto":
         return opt.dtype
     if device == "cuda":

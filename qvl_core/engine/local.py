@@ -100,7 +100,7 @@ class ModelSession:
             kwargs["videos"] = [v.frames for v in videos]
             kwargs["videos_kwargs"] = {
                 "size": open_range, "do_sample_frames": False, "cap_pixels_per_frame": False,
-                # The true sampling rate: without it every timestamp the model says is wrong (FACTS §5).
+                # The true sampling rate: without it every timestamp the model says is wrong.
                 "video_metadata": [v.processor_metadata() for v in videos],
                 "return_metadata": True,
             }

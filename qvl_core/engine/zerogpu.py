@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Duration estimate for one generation (seconds). ZeroGPU bills and schedules by the declared duration, and kills
 # the call when it runs out, so the estimate errs long. Rates are conservative for 7B bf16 under transformers
-# `generate` (FACTS §6: ≈ 40 tok/s single stream on an A100), prefill at a few thousand tokens per second.
+# `generate` (≈ 40 tok/s single stream on an A100), prefill at a few thousand tokens per second.
 ZEROGPU_BASE_SECONDS = 10
 ZEROGPU_DECODE_TPS = 20.0
 ZEROGPU_PREFILL_TPS = 4000.0

@@ -17,7 +17,7 @@ from qvl_core.settings import env_int
 # Named limits. Pixels of the ORIGINAL file, checked from the header before decoding.
 # ~8000x8000; above: refused as a decompression bomb. `qvl serve --max-image-pixels` sets it at startup.
 MAX_IMAGE_PIXELS = env_int("QVL_MAX_IMAGE_PIXELS", 64_000_000)
-MAX_ASPECT_RATIO = 200  # the model's resizer refuses more extreme shapes (FACTS §2)
+MAX_ASPECT_RATIO = 200  # the model's resizer refuses more extreme shapes
 # Visual-token budget per image (one token covers factor x factor pixels).
 DEFAULT_MIN_IMAGE_TOKENS = 4
 DEFAULT_MAX_IMAGE_TOKENS = 1280  # model card's suggestion for bounded speed and memory
@@ -53,7 +53,7 @@ class PreparedImage:
 def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """(height, width) the Qwen-VL processor resizes to: multiples of `factor` within the pixel range.
 
-    Mirrors the processor's computation (FACTS §2) so our sizes match `image_grid_thw` exactly;
+    Mirrors the processor's computation so our sizes match `image_grid_thw` exactly;
     a test checks it against the installed transformers.
     """
     if height <= 0 or width <= 0:

@@ -46,7 +46,7 @@ from qvl_core.settings import env_float
 
 log = logging.getLogger(__name__)
 
-# Named defaults and limits (FACTS §5: the model's training used 2 fps, 4..768 frames, even counts).
+# Named defaults and limits (the model's training used 2 fps, 4..768 frames, even counts).
 DEFAULT_FPS = 2.0
 MIN_FRAMES = 4
 DEFAULT_MAX_FRAMES = 64
@@ -56,7 +56,7 @@ DEFAULT_MAX_DURATION_S = env_float("QVL_MAX_VIDEO_SECONDS", 3 * 3600.0)
 DEFAULT_MIN_FRAME_TOKENS = 16
 DEFAULT_MAX_FRAME_TOKENS = 256
 DEFAULT_TOTAL_VIDEO_TOKENS = 16384  # qwen-vl-utils advises keeping video tokens under 24576
-KV_BYTES_PER_TOKEN_7B = 56 * 1024  # FACTS §5: 7B keeps 56 KiB of KV cache per token
+KV_BYTES_PER_TOKEN_7B = 56 * 1024  # 7B keeps 56 KiB of KV cache per token
 
 # Decoders in the order "auto" tries them. QVL_VIDEO_BACKEND="decord" (one) or "decord,opencv" (an order).
 BACKENDS = ("pyav", "opencv", "decord")
@@ -178,7 +178,7 @@ class SampledVideo:
 
 # ---- pure planning --------------------------------------------------------------------------------
 def _frame_count(duration: float, frames: int, budget: VideoBudget, temporal_patch: int) -> int:
-    """FACTS §5: duration x fps, clamped to [min_frames, min(max_frames, frames)], floored to even."""
+    """duration x fps, clamped to [min_frames, min(max_frames, frames)], floored to even."""
     upper = min(budget.max_frames, frames)
     n = max(budget.min_frames, min(duration * budget.fps + 1e-6, upper))  # 1e-6: 9.999999 s x 2 is 20
     n = min(n, upper)  # a clip shorter than min_frames cannot give more frames than it has
@@ -188,7 +188,7 @@ def _frame_count(duration: float, frames: int, budget: VideoBudget, temporal_pat
 
 def frame_indices(total_frames: int, source_fps: float, budget: VideoBudget, *,
                   temporal_patch: int = 2) -> list[int]:
-    """An even number of frame indices, clamped to the budget (FACTS §5), at k * total / n.
+    """An even number of frame indices, clamped to the budget, at k * total / n.
 
     The model places frame k at k / sample_fps seconds with sample_fps = n / total * source_fps, i.e. at
     source frame k * total / n: sampling exactly there keeps every frame within one source frame of the

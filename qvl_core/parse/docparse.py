@@ -1,7 +1,7 @@
 """QwenVL HTML answers in, safe HTML, layout boxes, Markdown and text out. Pure functions; no Gradio.
 
-The document prompt ("QwenVL HTML", FACTS §4) makes the model write a fenced HTML page whose elements
-carry `data-bbox="x1 y1 x2 y2"` in the family's coordinate convention (FACTS §3). That HTML is
+The document prompt ("QwenVL HTML", the cookbook's prompt) makes the model write a fenced HTML page whose elements
+carry `data-bbox="x1 y1 x2 y2"` in the family's coordinate convention. That HTML is
 untrusted: a document image can say anything, and the model may copy it. Everything that reaches a
 browser goes through `sanitize_html` (an nh3 allowlist); everything else parses with BeautifulSoup's
 forgiving `html.parser`, so broken or cut-off answers never raise.
@@ -55,7 +55,7 @@ _ALLOWED_ATTRIBUTES = {
     "th": {"colspan", "rowspan"},
     "ol": {"start"},
 }
-# Classes the QwenVL HTML vocabulary uses (FACTS §4 and the Qwen2.5-VL report) plus `math`, which we
+# Classes the QwenVL HTML vocabulary uses (seen in the cookbook and the Qwen2.5-VL report) plus `math`, which we
 # add. Other class names are dropped: under innerHTML they would pick up the host page's CSS (a
 # document could ask for the app's own "fixed full-screen" classes and cover the UI).
 DOC_CLASSES = frozenset({
@@ -346,7 +346,7 @@ def parse_bbox(value: str | None) -> tuple[float, float, float, float] | None:
 
 def map_box(raw: tuple[float, float, float, float], *, family: FamilySpec | str, input_size: tuple[int, int],
             image_size: tuple[int, int]) -> Box:
-    """A box in the family's convention (FACTS §3) -> original image pixels, corners ordered, clamped to the image."""
+    """A box in the family's convention -> original image pixels, corners ordered, clamped to the image."""
     sx, sy = coordinate_scales(family, input_size, image_size)  # the same per-family map as grounding
     w, h = image_size
     x1, y1, x2, y2 = raw

@@ -1,6 +1,6 @@
 """Model answers in, detections in original-image pixels out; plus the grounding prompts per family.
 
-Pure functions only (no Gradio, no torch). The families write coordinates differently (FACTS §3):
+Pure functions only (no Gradio, no torch). The families write coordinates differently:
 Qwen2.5-VL in absolute pixels of the RESIZED input, Qwen2-VL and Qwen3-VL normalised to 0..1000, and
 Qwen2-VL with special tokens instead of JSON. `parse_grounding` takes any answer text, finds every
 shape the models are seen to emit, maps it back to the original image and never raises on odd text.
@@ -522,7 +522,7 @@ def count_from_answer(text: str) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Prompts (FACTS §3 cookbook prompts), one table: preset -> prompt style -> template.
+# Prompts (the Qwen cookbooks' prompts), one table: preset -> prompt style -> template.
 
 PRESETS = ("Detect", "Locate", "Point", "Count", "Text spotting", "Custom")
 # Presets built around the user's text; Count and Text spotting also work without it.

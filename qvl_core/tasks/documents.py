@@ -1,6 +1,6 @@
 """A document-parsing job: files -> pages -> one generation per page -> HTML, Markdown, text, layout, fields.
 
-Every output mode asks the model for its native "QwenVL HTML" (FACTS §4), so each page keeps its layout
+Every output mode asks the model for its native "QwenVL HTML", so each page keeps its layout
 boxes; Markdown and plain text are derived from that HTML. "Extract fields" asks for a JSON object instead.
 """
 

@@ -22,7 +22,7 @@ DEFAULT_VIDEO_MAX_NEW_TOKENS = 1024
 
 
 def build_video_prompt(preset: str, text: str, family: FamilySpec) -> str:
-    """The prompt for a preset (FACTS §5 cookbook wording where there is one)."""
+    """The prompt for a preset (the Qwen cookbook's wording where there is one)."""
     text = (text or "").strip()
     if preset in PRESETS_NEEDING_TEXT and not text:
         what = "the event to find" if preset != "Custom" else "a question"
