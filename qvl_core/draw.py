@@ -1,7 +1,7 @@
-"""Detections onto pixels: boxes, point markers and label tags drawn with PIL; values for gr.AnnotatedImage.
+"""Detections and layout blocks onto pixels: boxes, point markers and tags drawn with PIL; gr.AnnotatedImage values.
 
-Pure PIL (Gradio is not imported). Coordinates are ORIGINAL image pixels, as `parse_grounding` returns them,
-so the image passed in must be the original, not the resized model input.
+Pure PIL (Gradio is not imported). Coordinates are ORIGINAL image pixels, as `parse_grounding` and
+`extract_layout` return them, so the image passed in must be the original, not the resized model input.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from qvl_core.parse.grounding import Detection
+from qvl_core.parse.layout import LayoutBlock
 
 # Named limits and sizes (relative to the image's short side, so marks read the same on any image).
 MAX_LABEL_CHARS = 40  # labels come from the model: long ones are cut with an ellipsis
@@ -23,6 +24,9 @@ MIN_FONT_SIZE, MAX_FONT_SIZE = 10, 64
 POINT_BOX_FRACTION = 0.015  # side of the square an AnnotatedImage shows for a point
 DEFAULT_LABEL = "object"
 _DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+LAYOUT_LINE_FRACTION = 1 / 400  # layout box outline
+LAYOUT_FONT_FRACTION = 1 / 70  # layout kind tag
+LAYOUT_FILL_ALPHA, LAYOUT_TAG_ALPHA = 28, 220  # a light tint inside each block, a near-opaque tag
 
 # Saturated mid-luminance colours: visible on white and on dark images alike, and far enough apart
 # that neighbouring labels rarely look the same.
@@ -153,3 +157,44 @@ def annotated_value(image: Image.Image, detections: list[Detection]
 
 def _clip(v: int, hi: int) -> int:
     return min(max(v, 0), hi)
+
+
+# --- Layout blocks (document pages) ---------------------------------------------------------------
+KIND_COLORS: dict[str, tuple[int, int, int]] = {
+    "heading": (214, 39, 40),
+    "paragraph": (31, 119, 180),
+    "list": (23, 190, 207),
+    "table": (44, 160, 44),
+    "formula": (148, 103, 189),
+    "image": (255, 127, 14),
+    "caption": (140, 86, 75),
+    "chart": (227, 119, 194),
+    "music-sheet": (188, 189, 34),
+    "chemical-formula": (0, 128, 128),
+    "footnote": (127, 127, 127),
+    "page-header": (100, 100, 160),
+    "page-footer": (100, 100, 160),
+}
+DEFAULT_KIND_COLOR = (90, 90, 90)
+
+
+def draw_layout(image: Image.Image, blocks: list[LayoutBlock] | tuple[LayoutBlock, ...]) -> Image.Image:
+    """A copy of the page with each block's box drawn in its kind's colour and a small kind tag."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out, "RGBA")
+    short = min(out.size)
+    line = max(1, round(short * LAYOUT_LINE_FRACTION))
+    font = _font(max(MIN_FONT_SIZE, round(short * LAYOUT_FONT_FRACTION)))
+    for b in blocks:
+        if b.box is None:
+            continue
+        color = KIND_COLORS.get(b.kind, DEFAULT_KIND_COLOR)
+        x1, y1, x2, y2 = b.box
+        draw.rectangle((x1, y1, x2, y2), outline=(*color, 255), fill=(*color, LAYOUT_FILL_ALPHA), width=line)
+        tx1, ty1, tx2, ty2 = draw.textbbox((0, 0), b.kind, font=font)
+        tw, th = tx2 - tx1 + 6, ty2 - ty1 + 4
+        lx = min(max(0.0, x1), max(0.0, out.width - tw))
+        ly = y1 - th if y1 - th >= 0 else y1  # above the box, or inside it at the top edge
+        draw.rectangle((lx, ly, lx + tw, ly + th), fill=(*color, LAYOUT_TAG_ALPHA))
+        draw.text((lx + 3 - tx1, ly + 2 - ty1), b.kind, fill=(255, 255, 255, 255), font=font)
+    return out

@@ -16,11 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from qvl_core import draw
 from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES
 from qvl_core.media import documents as docs
 from qvl_core.media.images import smart_resize
-from qvl_core.parse import docparse as dp
+from qvl_core.parse import html as qhtml
+from qvl_core.parse import layout, markdown
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures: realistic QwenVL HTML answers, one per coordinate convention.
@@ -248,7 +250,7 @@ def assert_inert(out: str) -> None:
     """Every tag and attribute in `out` is on the allowlist, and no value can load or run anything."""
     soup = BeautifulSoup(out, "html.parser")
     for el in soup.find_all(True):
-        assert el.name in dp.ALLOWED_TAGS, (el.name, out)
+        assert el.name in qhtml.ALLOWED_TAGS, (el.name, out)
         for attr, value in el.attrs.items():
             assert attr in _ATTRS_OK, (attr, out)
             value = " ".join(value) if isinstance(value, list) else value
@@ -257,14 +259,14 @@ def assert_inert(out: str) -> None:
             if attr == "href":
                 assert el.name == "a" and value.startswith("#doc-"), out
             if attr == "class":
-                assert set(value.split()) <= dp.DOC_CLASSES, out
+                assert set(value.split()) <= qhtml.DOC_CLASSES, out
             if attr == "id":
-                assert value.startswith(dp.ID_PREFIX), out
+                assert value.startswith(qhtml.ID_PREFIX), out
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_sanitizer_neutralises_hostile_payload(name):
-    out = dp.sanitize_html(f"<p>before</p>{HOSTILE[name]}<p>after</p>")
+    out = qhtml.sanitize_html(f"<p>before</p>{HOSTILE[name]}<p>after</p>")
     assert_inert(out)
     low = out.lower()
     for needle in ("<script", "<style", "<iframe", "<object", "<embed", "<form", "<input", "<meta", "<base", "<link",
@@ -288,7 +290,7 @@ def test_sanitizer_keeps_document_structure():
     <figure class="image"><img src="data:image/png;base64,iVBORw0KGgo=" alt="crop"><figcaption>Fig</figcaption>
     </figure><div class="music sheet" format="abc notation">X:1</div><div data-polygon="[1,2],[3,4],[5,6]">p</div>
     <a href="#sec-2">see section 2</a><h2 id="sec-2">Two</h2>"""
-    out = dp.sanitize_html(src)
+    out = qhtml.sanitize_html(src)
     assert_inert(out)
     for kept in ('<h1 data-bbox="1 2 3 4" class="title">T</h1>', "<h6>six</h6>", 'format="latex"',
                  '<img data-bbox="10 20 30 40" alt="formula crop">', '<th colspan="2">Head</th>',
@@ -303,24 +305,24 @@ def test_sanitizer_keeps_document_structure():
 
 
 def test_sanitizer_numeric_attributes():
-    out = dp.sanitize_html('<table><tr><td colspan="²">a</td><td rowspan="99999">b</td><td colspan="-1">c</td>'
+    out = qhtml.sanitize_html('<table><tr><td colspan="²">a</td><td rowspan="99999">b</td><td colspan="-1">c</td>'
                            '</tr></table><ol start="1e9"><li>x</li></ol>')
     assert out == ('<table><tbody><tr><td>a</td><td rowspan="100">b</td><td>c</td></tr></tbody></table>'
                    "<ol><li>x</li></ol>")
 
 
 def test_sanitizer_keeps_mathml_as_text():
-    out = dp.sanitize_html('<p>Area <math alttext="\\pi r^2"><mi>π</mi><msup><mi>r</mi><mn>2</mn></msup></math>'
+    out = qhtml.sanitize_html('<p>Area <math alttext="\\pi r^2"><mi>π</mi><msup><mi>r</mi><mn>2</mn></msup></math>'
                            ' and <math><mi>x</mi><mo>=</mo><mn>1</mn></math></p>')
     assert out == '<p>Area <span class="math">\\pi r^2</span> and <span class="math">x = 1</span></p>'
 
 
 def test_sanitizer_full_document_and_plain_text():
-    page = strip = dp.strip_fences(PAGE1_QWEN25)
-    out = dp.sanitize_html(page)
+    page = strip = qhtml.strip_fences(PAGE1_QWEN25)
+    out = qhtml.sanitize_html(page)
     assert "<html" not in out and "<body" not in out and out.lstrip().startswith('<div class="header"')
-    assert dp.sanitize_html("just 1 < 2 & words") == "just 1 &lt; 2 &amp; words"
-    assert dp.sanitize_html("") == ""
+    assert qhtml.sanitize_html("just 1 < 2 & words") == "just 1 &lt; 2 &amp; words"
+    assert qhtml.sanitize_html("") == ""
     assert strip.count("data-bbox") == out.count("data-bbox")
 
 
@@ -328,32 +330,32 @@ def test_sanitizer_full_document_and_plain_text():
 def test_sanitizer_refuses_pathological_nesting_quickly():
     """Regression: nh3 is quadratic in nesting depth (20k nested <div> took ~2 s, 100k took 47 s)."""
     deep = "<div>" * 30_000 + "<img src=x onerror=alert(1)>deep text"
-    out = dp.sanitize_html(deep)
+    out = qhtml.sanitize_html(deep)
     # The depth guard answered (escaped text), so nh3 never saw the nesting.
     assert out.startswith("<pre>&lt;div&gt;") and "<img" not in out
     # Our own walks are bounded too: no RecursionError, no hang.
-    assert dp.html_to_markdown(deep) == "deep text\n"
-    assert dp.extract_layout(deep, family="qwen2_5_vl", input_size=(10, 10), image_size=(10, 10)) == []
-    assert dp.html_to_text(deep) == "deep text"
+    assert markdown.html_to_markdown(deep) == "deep text\n"
+    assert layout.extract_layout(deep, family="qwen2_5_vl", input_size=(10, 10), image_size=(10, 10)) == []
+    assert markdown.html_to_text(deep) == "deep text"
 
 
 @pytest.mark.timeout(60)  # quadratic behaviour on 300k tags would run far past this; linear takes seconds
 def test_sanitizer_math_search_is_linear():
     """Regression guard: many unclosed "<math" tags must not make the MathML pass quadratic."""
-    out = dp.sanitize_html("<math " * 200_000 + "</math>" + "<math>" * 100_000)
+    out = qhtml.sanitize_html("<math " * 200_000 + "</math>" + "<math>" * 100_000)
     assert "<math" not in out
 
 
 def test_preview_document_and_iframe():
-    doc = dp.preview_document('<h2 data-bbox="1 2 3 4">Hi</h2><img src="https://evil.example/p.gif">')
+    doc = qhtml.preview_document('<h2 data-bbox="1 2 3 4">Hi</h2><img src="https://evil.example/p.gif">')
     assert ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
             "style-src 'unsafe-inline'") in doc
     assert '<h2 data-bbox="1 2 3 4">Hi</h2>' in doc and "evil" not in doc
-    frame = dp.iframe_html('<p title="a&quot;b">x & y</p><script>alert(1)</script>', height=300)
+    frame = qhtml.iframe_html('<p title="a&quot;b">x & y</p><script>alert(1)</script>', height=300)
     m = re.fullmatch(r'<iframe sandbox="" referrerpolicy="no-referrer" title="Document preview" '
                      r'style="[^"<>]*height:300px[^"<>]*" srcdoc="([^"<>]*)"></iframe>', frame)
     assert m, frame  # the whole document sits inside one quoted attribute: no raw quote or angle bracket
-    assert html_lib.unescape(m.group(1)) == dp.preview_document('<p title="a&quot;b">x & y</p>')
+    assert html_lib.unescape(m.group(1)) == qhtml.preview_document('<p title="a&quot;b">x & y</p>')
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,9 +426,9 @@ def test_hostile_html_is_inert_in_a_real_browser():
             dialogs: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.on("dialog", lambda d: (dialogs.append(d.message), _dismiss(d)))
-            page.set_content(BLANK_PAGE.format(body=dp.iframe_html(BROWSER_HOSTILE, height=400)))
+            page.set_content(BLANK_PAGE.format(body=qhtml.iframe_html(BROWSER_HOSTILE, height=400)))
             page.evaluate("h => { document.getElementById('host').innerHTML = h; }",
-                          dp.sanitize_html(BROWSER_HOSTILE))
+                          qhtml.sanitize_html(BROWSER_HOSTILE))
             page.wait_for_timeout(1000)
             for link in page.locator("#host a").all():  # fragment links only; clicking them must do nothing
                 link.click(no_wait_after=True)
@@ -463,7 +465,7 @@ def test_hostile_html_is_inert_in_a_real_browser():
     ("", ""),
 ])
 def test_strip_fences(answer, expected):
-    assert dp.strip_fences(answer) == expected
+    assert qhtml.strip_fences(answer) == expected
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -471,7 +473,7 @@ def test_strip_fences(answer, expected):
     ("The invoice total is 42 EUR.", False), ("a < b and c > d", False), ("# Title\n\n| a | b |", False),
 ])
 def test_looks_like_html(text, expected):
-    assert dp.looks_like_html(text) is expected
+    assert qhtml.looks_like_html(text) is expected
 
 
 # --------------------------------------------------------------------------------------------------
@@ -481,25 +483,25 @@ def test_looks_like_html(text, expected):
 @pytest.mark.parametrize("name", sorted(PAGES))
 def test_extract_layout_per_family(name):
     answer, family, input_size, image_size, expected = PAGES[name]
-    blocks = dp.extract_layout(dp.strip_fences(answer), family=family, input_size=input_size,
+    blocks = layout.extract_layout(qhtml.strip_fences(answer), family=family, input_size=input_size,
                                image_size=image_size, page=7)
     assert [(b.kind, b.box, b.tag, b.depth) for b in blocks] == expected
     assert all(b.page == 7 for b in blocks)
     # Same answer through the FamilySpec object rather than its model_type.
-    again = dp.extract_layout(dp.strip_fences(answer), family=FAMILIES[family], input_size=input_size,
+    again = layout.extract_layout(qhtml.strip_fences(answer), family=FAMILIES[family], input_size=input_size,
                               image_size=image_size, page=7)
     assert again == blocks
 
 
 def test_layout_text_and_json():
-    blocks = dp.extract_layout(dp.strip_fences(PAGE2_QWEN3), family="qwen3_vl", input_size=(1, 1),
+    blocks = layout.extract_layout(qhtml.strip_fences(PAGE2_QWEN3), family="qwen3_vl", input_size=(1, 1),
                                image_size=(1275, 1650), page=2)
     table = blocks[2]
     assert table.text == "Model Score DocVQA ChartQA Qwen2.5-VL | 7B 95.7 87.3 Baseline n/a"
     assert "color" not in table.text  # the <style> before the table is not text
     assert table.to_json() == {"kind": "table", "box": [102.0, 297.0, 1173.0, 693.0], "text": table.text,
                                "tag": "table", "page": 2, "depth": 0}
-    assert dp.extract_layout("<p>x</p>", family="qwen2_vl", input_size=(1, 1),
+    assert layout.extract_layout("<p>x</p>", family="qwen2_vl", input_size=(1, 1),
                              image_size=(1, 1))[0].to_json()["box"] is None
 
 
@@ -509,7 +511,7 @@ def test_absolute_boxes_follow_the_real_resize():
     ih, iw = smart_resize(h, w, factor=28, min_pixels=4 * 784, max_pixels=1280 * 784)
     assert (iw, ih) != (w, h)
     html = f'<p data-bbox="0 0 {iw} {ih}">all</p><p data-bbox="{iw / 2} {ih / 4} {iw + 50} {ih + 50}">q</p>'
-    full, quarter = dp.extract_layout(html, family="qwen2_5_vl", input_size=(iw, ih), image_size=(w, h))
+    full, quarter = layout.extract_layout(html, family="qwen2_5_vl", input_size=(iw, ih), image_size=(w, h))
     assert full.box == (0.0, 0.0, float(w), float(h))
     assert quarter.box == (827.0, round(h / 4, 2), float(w), float(h))  # clamped at the page edge
 
@@ -525,7 +527,7 @@ def test_absolute_boxes_follow_the_real_resize():
     ("nan 1 2 3", None),
 ])
 def test_bbox_attribute_forms(bbox, expected):
-    (block,) = dp.extract_layout(f'<p data-bbox="{bbox}">t</p>', family="qwen2_5_vl", input_size=(100, 100),
+    (block,) = layout.extract_layout(f'<p data-bbox="{bbox}">t</p>', family="qwen2_5_vl", input_size=(100, 100),
                                  image_size=(100, 100))
     assert block.box == expected
 
@@ -538,7 +540,7 @@ def test_layout_kinds_from_class_and_tag():
     data-bbox="1 1 2 2"><p>t</p></div><figure data-bbox="1 1 2 2"></figure><section data-bbox="1 1 2 2">s</section>
     <ul data-bbox="1 1 2 2"><li data-bbox="1 1 2 2">i</li></ul><div class="text" data-bbox="1 1 2 2">t</div>
     <span class="weird" data-bbox="1 1 2 2">w</span>"""
-    kinds = [(b.kind, b.depth) for b in dp.extract_layout(html, family="qwen2_vl", input_size=(1, 1),
+    kinds = [(b.kind, b.depth) for b in layout.extract_layout(html, family="qwen2_vl", input_size=(1, 1),
                                                           image_size=(1000, 1000))]
     assert kinds == [("caption", 0), ("formula", 0), ("page-header", 0), ("page-footer", 0), ("page-header", 0),
                      ("page-footer", 0), ("image", 0), ("image", 0), ("section", 0), ("list", 0), ("li", 1),
@@ -547,26 +549,26 @@ def test_layout_kinds_from_class_and_tag():
 
 def test_extract_layout_rejects_bad_sizes_and_unknown_family():
     with pytest.raises(ValueError, match="positive"):
-        dp.extract_layout("<p>x</p>", family="qwen2_vl", input_size=(0, 10), image_size=(10, 10))
+        layout.extract_layout("<p>x</p>", family="qwen2_vl", input_size=(0, 10), image_size=(10, 10))
     with pytest.raises(UserError, match="Unsupported model type"):
-        dp.extract_layout("<p>x</p>", family="llava", input_size=(10, 10), image_size=(10, 10))
+        layout.extract_layout("<p>x</p>", family="llava", input_size=(10, 10), image_size=(10, 10))
 
 
 def test_draw_layout_colours_boxes_by_kind():
     page = Image.new("RGB", (400, 300), (255, 255, 255))
-    blocks = [dp.LayoutBlock("table", (50.0, 100.0, 350.0, 250.0), "t", "table"),
-              dp.LayoutBlock("heading", (10.0, 0.0, 200.0, 40.0), "h", "h1"),
-              dp.LayoutBlock("paragraph", None, "p", "p"),
-              dp.LayoutBlock("mystery", (300.0, 10.0, 390.0, 60.0), "?", "x")]
-    out = dp.draw_layout(page, blocks)
+    blocks = [layout.LayoutBlock("table", (50.0, 100.0, 350.0, 250.0), "t", "table"),
+              layout.LayoutBlock("heading", (10.0, 0.0, 200.0, 40.0), "h", "h1"),
+              layout.LayoutBlock("paragraph", None, "p", "p"),
+              layout.LayoutBlock("mystery", (300.0, 10.0, 390.0, 60.0), "?", "x")]
+    out = draw.draw_layout(page, blocks)
     assert out.size == page.size and out is not page
     assert page.getpixel((50, 200)) == (255, 255, 255)  # the input is untouched
-    assert out.getpixel((50, 200)) == dp.KIND_COLORS["table"]  # left edge of the table box
-    assert out.getpixel((390, 40)) == dp.DEFAULT_KIND_COLOR
+    assert out.getpixel((50, 200)) == draw.KIND_COLORS["table"]  # left edge of the table box
+    assert out.getpixel((390, 40)) == draw.DEFAULT_KIND_COLOR
     tag = out.crop((50, 80, 100, 100))  # the kind tag sits just above the table box, in the kind's colour
-    assert any(_near(c, dp.KIND_COLORS["table"], 40) for _, c in tag.getcolors(10_000))
+    assert any(_near(c, draw.KIND_COLORS["table"], 40) for _, c in tag.getcolors(10_000))
     assert out.getpixel((200, 175)) != (255, 255, 255)  # light fill inside
-    rgba = dp.draw_layout(Image.new("RGBA", (20, 20)), [])
+    rgba = draw.draw_layout(Image.new("RGBA", (20, 20)), [])
     assert rgba.mode == "RGB"
 
 
@@ -576,7 +578,7 @@ def test_draw_layout_colours_boxes_by_kind():
 
 @pytest.mark.parametrize("name", sorted(MARKDOWN))
 def test_markdown_of_realistic_pages(name):
-    assert dp.html_to_markdown(dp.strip_fences(PAGES[name][0])) == MARKDOWN[name]
+    assert markdown.html_to_markdown(qhtml.strip_fences(PAGES[name][0])) == MARKDOWN[name]
 
 
 def _gfm_tables(md: str) -> list[list[list[str]]]:
@@ -588,7 +590,7 @@ def _gfm_tables(md: str) -> list[list[list[str]]]:
 
 
 def test_markdown_tables_are_valid_gfm():
-    md = dp.html_to_markdown(dp.strip_fences(PAGE2_QWEN3))
+    md = markdown.html_to_markdown(qhtml.strip_fences(PAGE2_QWEN3))
     results, chart = _gfm_tables(md)
     assert results == [["Model", "Score", ""], ["", "DocVQA", "ChartQA"], ["Qwen2.5-VL | 7B", "95.7", "87.3"],
                        ["Baseline", "n/a", ""]]
@@ -601,7 +603,7 @@ def test_markdown_table_edge_cases():
     <tr><td colspan="99999">wide</td></tr>
     <tr><td><p>para one</p><p>para two</p></td><td>line<br>break</td></tr>
     <tr><td>*star* _under_ `tick`</td></tr></table>"""
-    md = dp.html_to_markdown(html)
+    md = markdown.html_to_markdown(html)
     assert md.startswith("Table 2: Odd cells\n\n| ")
     (table,) = _gfm_tables(md)
     assert len({len(r) for r in table}) == 1  # every row has the same number of cells
@@ -609,7 +611,7 @@ def test_markdown_table_edge_cases():
     assert table[1][0] == "wide" and table[1][2] == ""
     assert table[2][0] == "para onepara two" and table[2][1] == "linebreak"  # <br> inside a cell
     assert table[3][0] == "*star* _under_ `tick`"  # escaped, not formatting
-    assert len(table[0]) == dp.MAX_SPAN  # colspan=99999 capped
+    assert len(table[0]) == qhtml.MAX_SPAN  # colspan=99999 capped
 
 
 def test_markdown_inline_and_escaping():
@@ -620,7 +622,7 @@ def test_markdown_inline_and_escaping():
     <p class="formula">\\[ a^2 + b^2 = c^2 \\]</p><div class="formula"><img/><div>\\(x\\)</div></div>
     <pre>def f():\n    return 1</pre><blockquote><p>quoted</p><p>twice</p></blockquote><hr>
     <img data-bbox="1 2 3 4"><figure><img><figcaption>Cap</figcaption></figure><!-- a comment -->"""
-    assert dp.html_to_markdown(html) == """\
+    assert markdown.html_to_markdown(html) == """\
 ## Title with **bold**
 
 **B** *I* ``a`b`` ~~gone~~ x<sub>2</sub> e<sup>x</sup> link text
@@ -666,21 +668,21 @@ Cap
 
 
 def test_markdown_of_non_html_and_empty():
-    assert dp.html_to_markdown("") == ""
-    assert dp.html_to_markdown("The page shows *a cat*.") == "The page shows \\*a cat\\*.\n"
-    assert dp.html_to_markdown("<html><head><title>t</title><style>p{}</style></head></html>") == ""
+    assert markdown.html_to_markdown("") == ""
+    assert markdown.html_to_markdown("The page shows *a cat*.") == "The page shows \\*a cat\\*.\n"
+    assert markdown.html_to_markdown("<html><head><title>t</title><style>p{}</style></head></html>") == ""
     # A <body> inside an unclosed <head> (html.parser has no implied end tags) is still converted.
-    assert dp.html_to_markdown("<html><head><meta charset=utf-8><body><p>kept</p>") == "kept\n"
+    assert markdown.html_to_markdown("<html><head><meta charset=utf-8><body><p>kept</p>") == "kept\n"
 
 
 def test_html_to_text():
-    text = dp.html_to_text(dp.strip_fences(PAGE2_QWEN3))
+    text = markdown.html_to_text(qhtml.strip_fences(PAGE2_QWEN3))
     assert text.splitlines() == [
         "2 Results", "Table 1 compares models; higher is better.", "Model\tScore", "DocVQA\tChartQA",
         "Qwen2.5-VL | 7B\t95.7\t87.3", "Baseline\tn/a", "Year\tSales", "2024\t12", "* Measured on the test split.",
     ]
-    assert dp.html_to_text("<p>a<br>b</p><script>x</script>") == "a\nb"
-    assert dp.html_to_text("plain words") == "plain words"
+    assert markdown.html_to_text("<p>a<br>b</p><script>x</script>") == "a\nb"
+    assert markdown.html_to_text("plain words") == "plain words"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -700,20 +702,20 @@ FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(st.text(max_size=300), html_soup), family=st.sampled_from(FAMILY_NAMES))
 def test_arbitrary_text_never_raises(text, family):
-    blocks = dp.extract_layout(text, family=family, input_size=(56, 84), image_size=(100, 150))
+    blocks = layout.extract_layout(text, family=family, input_size=(56, 84), image_size=(100, 150))
     for b in blocks:
         if b.box is not None:
             x1, y1, x2, y2 = b.box
             assert 0 <= x1 <= x2 <= 100 and 0 <= y1 <= y2 <= 150
-    assert isinstance(dp.html_to_markdown(text), str)
-    assert isinstance(dp.html_to_text(text), str)
-    assert isinstance(dp.strip_fences(text), str)
-    dp.looks_like_html(text)
-    out = dp.sanitize_html(text)
+    assert isinstance(markdown.html_to_markdown(text), str)
+    assert isinstance(markdown.html_to_text(text), str)
+    assert isinstance(qhtml.strip_fences(text), str)
+    qhtml.looks_like_html(text)
+    out = qhtml.sanitize_html(text)
     assert_inert(out)
     # Not a fixed point in general (nh3 can emit <h1><h1></h1></h1>, which re-parses as siblings), but a
     # re-parse can only rearrange allowed elements: the second pass is as inert as the first.
-    assert_inert(dp.sanitize_html(out))
+    assert_inert(qhtml.sanitize_html(out))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from qvl_core.draw import annotated_value, draw_detections, palette_color
 from qvl_core.errors import UserError
 from qvl_core.families import family_for
 from qvl_core.media.images import PixelBudget, fit_aspect, smart_resize
+from qvl_core.parse.coords import to_model_space, to_original
 from qvl_core.parse.grounding import (
     PRESETS,
     PRESETS_NEEDING_TEXT,
@@ -21,8 +22,6 @@ from qvl_core.parse.grounding import (
     build_prompt,
     count_from_answer,
     parse_grounding,
-    to_model_space,
-    to_original,
 )
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")

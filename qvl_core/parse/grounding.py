@@ -1,9 +1,9 @@
 """Model answers in, detections in original-image pixels out; plus the grounding prompts per family.
 
-Pure functions only (no Gradio, no torch). The families write coordinates differently:
-Qwen2.5-VL in absolute pixels of the RESIZED input, Qwen2-VL and Qwen3-VL normalised to 0..1000, and
-Qwen2-VL with special tokens instead of JSON. `parse_grounding` takes any answer text, finds every
-shape the models are seen to emit, maps it back to the original image and never raises on odd text.
+Pure functions only (no Gradio, no torch). The families write coordinates differently (mapped back by
+`coords.coordinate_scales`), and Qwen2-VL writes boxes with special tokens instead of JSON. `parse_grounding`
+takes any answer text, finds every shape the models are seen to emit, maps it back to the original image and
+never raises on odd text.
 """
 
 from __future__ import annotations
@@ -12,24 +12,20 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from numbers import Real
 from string import Template
 from typing import Any
 
 import json_repair
 
 from qvl_core.errors import UserError
-from qvl_core.families import FamilySpec, family_for
+from qvl_core.families import FamilySpec
+from qvl_core.parse.coords import Box, Point, coordinate_scales, spec_of
 from qvl_core.parse.jsonscan import MAX_JSON_DEPTH, Segment, json_segments
 
 # Named limits.
-NORM_RANGE = 1000  # Qwen2-VL / Qwen3-VL coordinates run 0..1000 over the whole image
 MAX_NUMBER_CHARS = 40  # longer "numbers" are noise, not coordinates
 MAX_FALLBACK_LABEL_CHARS = 120  # labels guessed from prose around plain-text boxes are cut here
 MAX_PLAIN_LINE_CHARS = 300  # a longer line is prose, not "x1,y1,x2,y2 label"
-
-Box = tuple[float, float, float, float]
-Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -57,49 +53,6 @@ class Detection:
 def _round_px(v: float) -> float | int:
     r = round(v, 1)
     return int(r) if r == int(r) else r
-
-
-# --------------------------------------------------------------------------------------------------
-# Coordinate maps (model space <-> original pixels). Sizes are (width, height) everywhere.
-
-
-def _spec(family: FamilySpec | str) -> FamilySpec:
-    return family if isinstance(family, FamilySpec) else family_for(family)
-
-
-def _check_size(name: str, size: tuple[int, int]) -> tuple[int, int]:
-    try:
-        w, h = size
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (width, height), got {size!r}") from None
-    if not (isinstance(w, Real) and isinstance(h, Real) and w > 0 and h > 0
-            and math.isfinite(w) and math.isfinite(h)):
-        raise ValueError(f"{name} must be a positive (width, height), got {size!r}")
-    return w, h
-
-
-def coordinate_scales(family: FamilySpec | str, input_size: tuple[int, int], image_size: tuple[int, int]) -> Point:
-    """Original pixels per model unit, for x and y."""
-    spec = _spec(family)
-    in_w, in_h = _check_size("input_size", input_size)
-    w, h = _check_size("image_size", image_size)
-    if spec.coords == "absolute":  # pixels of the resized input the model saw
-        return w / in_w, h / in_h
-    return w / NORM_RANGE, h / NORM_RANGE  # "norm1000"
-
-
-def to_original(point: Point, *, family: FamilySpec | str, input_size: tuple[int, int],
-                image_size: tuple[int, int]) -> Point:
-    """A point as the model wrote it -> original image pixels (no clamping)."""
-    sx, sy = coordinate_scales(family, input_size, image_size)
-    return point[0] * sx, point[1] * sy
-
-
-def to_model_space(point: Point, *, family: FamilySpec | str, input_size: tuple[int, int],
-                   image_size: tuple[int, int]) -> Point:
-    """Original image pixels -> the point as the model would write it (unrounded). Inverse of `to_original`."""
-    sx, sy = coordinate_scales(family, input_size, image_size)
-    return point[0] / sx, point[1] / sy
 
 
 # --------------------------------------------------------------------------------------------------
@@ -595,7 +548,7 @@ def build_prompt(preset: str, text: str, family: FamilySpec | str) -> str:
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-    spec = _spec(family)
+    spec = spec_of(family)
     text = text if isinstance(text, str) else ""
     if preset == "Detect":
         text = _categories(text)

@@ -25,16 +25,9 @@ from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.documents import DEFAULT_DPI, MAX_PDF_PAGES, DocumentPage, load_document
-from qvl_core.parse.docparse import (
-    LayoutBlock,
-    extract_layout,
-    html_to_markdown,
-    html_to_text,
-    looks_like_html,
-    preview_document,
-    sanitize_html,
-    strip_fences,
-)
+from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
+from qvl_core.parse.layout import LayoutBlock, extract_layout
+from qvl_core.parse.markdown import html_to_markdown, html_to_text
 
 MODES = ("QwenVL HTML", "Markdown", "Plain text", "Extract fields → JSON")
 HTML_PROMPT = "QwenVL HTML"

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from qvl_core.draw import draw_layout
 from qvl_core.engine.backend import Backend
 from qvl_core.errors import UserError
 from qvl_core.media import documents as doc_limits
 from qvl_core.media.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
-from qvl_core.parse.docparse import draw_layout, iframe_html
+from qvl_core.parse.html import iframe_html
 from qvl_core.tasks.documents import (
     DEFAULT_DOC_IMAGE_TOKENS,
     DEFAULT_DOC_MAX_NEW_TOKENS,
