@@ -125,7 +125,8 @@ def qwen_size(height: int, width: int, n: int) -> tuple[int, int]:
 def our_budget(n: int, h: int, w: int, width: int, height: int):
     """A VideoBudget that makes our sampler give n frames of exactly h x w (checked)."""
     from qvl_core.families import FAMILIES
-    from qvl_core.media.video import VideoBudget, _frame_size
+    from qvl_core.media.video import VideoBudget
+    from qvl_core.media.video.plan import _frame_size
 
     family = FAMILIES["qwen2_5_vl"]
     for tokens in range((h // FACTOR) * (w // FACTOR), (h // FACTOR) * (w // FACTOR) + 64):
@@ -154,6 +155,7 @@ def run_one(method: str, path: str, n: int, h: int, w: int, width: int, height: 
     if kind == "ours":
         from qvl_core.families import FAMILIES
         from qvl_core.media import video
+        from qvl_core.media.video import workers
 
         budget = our_budget(n, h, w, width, height)
         video.warm_up(backend)  # as the app does at start-up: the worker process is running, decoders imported
@@ -162,8 +164,8 @@ def run_one(method: str, path: str, n: int, h: int, w: int, width: int, height: 
         out = video.sample_frames(path, FAMILIES["qwen2_5_vl"], budget, backend=backend)
         wall = time.perf_counter() - t0
         shape = out.frames.shape
-        procs = [worker.proc for worker in video._idle]
-        video._shutdown_workers()
+        procs = [worker.proc for worker in workers._idle]
+        workers._shutdown_workers()
         for proc in procs:  # reaped, so their peak memory shows in RUSAGE_CHILDREN
             proc.wait()
     elif kind == "qwen-vl-utils":

@@ -10,7 +10,8 @@ from qvl_core.engine import sampling
 from qvl_core.engine.backend import BACKEND_KINDS, DEFAULT_API_TIMEOUT_S, BackendOptions
 from qvl_core.engine.loading import ATTN_CHOICES, DTYPE_CHOICES, QUANT_CHOICES, LoadOptions
 from qvl_core.errors import UserError
-from qvl_core.media import documents, images, video
+from qvl_core.media import documents, images
+from qvl_core.media.video import plan as video_plan
 from qvl_core.settings import env_float
 
 
@@ -21,7 +22,7 @@ class Limits:
 
     max_image_pixels: int = images.MAX_IMAGE_PIXELS
     max_pdf_pages: int = documents.MAX_PDF_PAGES
-    max_video_seconds: float = video.DEFAULT_MAX_DURATION_S
+    max_video_seconds: float = video_plan.DEFAULT_MAX_DURATION_S
     max_new_tokens: int = sampling.MAX_NEW_TOKENS_LIMIT
 
     def __post_init__(self) -> None:
@@ -32,7 +33,7 @@ class Limits:
     def apply(self) -> None:
         images.MAX_IMAGE_PIXELS = self.max_image_pixels  # read at call time by every image check (TIFF frames too)
         documents.MAX_PDF_PAGES = self.max_pdf_pages
-        video.DEFAULT_MAX_DURATION_S = self.max_video_seconds
+        video_plan.DEFAULT_MAX_DURATION_S = self.max_video_seconds
         sampling.MAX_NEW_TOKENS_LIMIT = self.max_new_tokens
 
 
@@ -83,7 +84,7 @@ def add_limit_args(p: argparse.ArgumentParser) -> None:
                    help="images above this many pixels are refused before decoding (env QVL_MAX_IMAGE_PIXELS)")
     p.add_argument("--max-pdf-pages", type=int, default=documents.MAX_PDF_PAGES,
                    help="pages per document job (env QVL_MAX_PDF_PAGES)")
-    p.add_argument("--max-video-seconds", type=float, default=video.DEFAULT_MAX_DURATION_S,
+    p.add_argument("--max-video-seconds", type=float, default=video_plan.DEFAULT_MAX_DURATION_S,
                    help="longer videos are refused (env QVL_MAX_VIDEO_SECONDS)")
     p.add_argument("--max-new-tokens-limit", type=int, default=sampling.MAX_NEW_TOKENS_LIMIT,
                    help="the highest max new tokens a request may ask for (env QVL_MAX_NEW_TOKENS)")

@@ -7,7 +7,8 @@ import argparse
 import gradio as gr
 
 from qvl_core.engine import sampling
-from qvl_core.media import documents, images, video
+from qvl_core.media import documents, images
+from qvl_core.media.video import plan as video_plan
 from ui.config import add_serve_args, serve_config
 from ui.launch import build_app
 
@@ -15,14 +16,14 @@ from ui.launch import build_app
 def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch):
     """Regression: build_app built the UI without the config, so --max-* flags were parsed and then ignored."""
     for module, name in ((images, "MAX_IMAGE_PIXELS"), (documents, "MAX_PDF_PAGES"),
-                         (video, "DEFAULT_MAX_DURATION_S"), (sampling, "MAX_NEW_TOKENS_LIMIT")):
+                         (video_plan, "DEFAULT_MAX_DURATION_S"), (sampling, "MAX_NEW_TOKENS_LIMIT")):
         monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
     parser = argparse.ArgumentParser()
     add_serve_args(parser)
     config = serve_config(parser.parse_args(["--max-image-pixels", "1000000", "--max-pdf-pages", "3",
                                              "--max-video-seconds", "60", "--max-new-tokens-limit", "512"]))
     demo = build_app(config, make_session())
-    assert (images.MAX_IMAGE_PIXELS, documents.MAX_PDF_PAGES, video.DEFAULT_MAX_DURATION_S,
+    assert (images.MAX_IMAGE_PIXELS, documents.MAX_PDF_PAGES, video_plan.DEFAULT_MAX_DURATION_S,
             sampling.MAX_NEW_TOKENS_LIMIT) == (1_000_000, 3, 60, 512)
     sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Max new tokens"]
     assert len(sliders) >= 4 and {s.maximum for s in sliders} == {512}
@@ -31,7 +32,7 @@ def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch
 def test_build_app_starts_a_video_decoder_worker_in_the_background(make_session):
     import threading
 
-    from qvl_core.media import video as video_mod
+    from qvl_core.media.video import workers as video_mod
 
     video_mod._shutdown_workers()  # no worker left over from earlier tests
     assert not video_mod._idle

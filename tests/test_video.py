@@ -24,7 +24,8 @@ from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES
 from qvl_core.media import video
-from qvl_core.media.video import VideoBudget, estimate, frame_at, frames_at, probe, sample_frames
+from qvl_core.media.video import VideoBudget, estimate, frame_at, frames_at, probe, sample_frames, workers
+from qvl_core.media.video.pyav import _PyAVReader
 
 QWEN25 = FAMILIES["qwen2_5_vl"]
 ALL_BACKENDS = ("pyav", "opencv", "decord")
@@ -270,7 +271,7 @@ def test_pyav_seek_lands_on_the_wanted_keyframe_not_a_gop_early(tmp_path, contai
             if packet.dts is not None:
                 packet.stream = out
                 o.mux(packet)
-    reader = video._PyAVReader(str(path), emit=lambda m: None)
+    reader = _PyAVReader(str(path), emit=lambda m: None)
     try:
         keys = [k for k in reader._gop_starts if k > 0]
         assert len(keys) >= 8
@@ -545,7 +546,7 @@ def test_a_decoder_that_raises_or_crashes_falls_back(videos, monkeypatch, broken
 def test_a_decoder_that_hangs_is_killed_and_the_next_one_used(videos, monkeypatch):
     """Regression guard: a hung decord call froze the app; a thread cannot be stopped, a process can."""
     monkeypatch.setitem(video.READERS, "pyav", HangingReader)
-    monkeypatch.setattr(video, "STALL_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(workers, "STALL_TIMEOUT_S", 2.0)
     v = sample_frames(videos["mjpg30"], QWEN25, backend="pyav,opencv")
     assert v.backend == "opencv"
 
@@ -553,7 +554,7 @@ def test_a_decoder_that_hangs_is_killed_and_the_next_one_used(videos, monkeypatc
 def test_when_every_decoder_fails_the_first_reason_is_given(videos, monkeypatch):
     monkeypatch.setitem(video.READERS, "pyav", HangingReader)
     monkeypatch.setitem(video.READERS, "opencv", RaisingReader)
-    monkeypatch.setattr(video, "STALL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(workers, "STALL_TIMEOUT_S", 0.5)
     with pytest.raises(UserError, match=r"Decoding 'mjpg30\.avi' with hanging made no progress for 0\.5 s|"
                                         r"no progress for 0 s \(also tried: opencv\)"):
         sample_frames(videos["mjpg30"], QWEN25, backend="pyav,opencv")
@@ -572,9 +573,9 @@ def test_decodes_in_process_where_no_worker_can_start(videos, monkeypatch):
     def no_processes():
         raise OSError("fork not allowed")
 
-    monkeypatch.setattr(video, "_Worker", no_processes)
-    with video._idle_lock:
-        monkeypatch.setattr(video, "_idle", [])
+    monkeypatch.setattr(workers, "_Worker", no_processes)
+    with workers._idle_lock:
+        monkeypatch.setattr(workers, "_idle", [])
     assert sample_frames(videos["mjpg30"], QWEN25).indices == list(range(0, 300, 15))
 
 
