@@ -385,6 +385,41 @@ def test_qwen3_stamps_are_the_real_mean_time_of_each_frame_pair(make_session, vi
     assert stamps == pytest.approx(real, abs=0.05 + 1e-6)  # the prompt shows one decimal
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_the_model_gets_the_frames_at_the_size_they_were_sampled(make_session, family):
+    """Regression: Qwen3-VL's processor bounds the pixels of ALL frames, so 128 frames of a 640x480 clip
+    sampled at 576x416 reached the model at 416x288: the estimate said 14,976 visual tokens, it got 7,488."""
+    session = make_session(family)
+    spec = FAMILIES[family]
+    budget = VideoBudget(fps=2, max_frames=128)
+    est = estimate(video.VideoInfo(64.0, 30.0, 1920, 640, 480, 0, "pyav"), spec, budget)
+    (w, h), n = est.frame_size, est.frames
+    assert (n, est.visual_tokens) == (128, 14976) and (family != "qwen3_vl" or (w, h) == (576, 416))
+    sampled = video.SampledVideo(frames=np.zeros((n, h, w, 3), np.uint8), timestamps=[k / 2 for k in range(n)],
+                                 fps=2.0, source_fps=30.0, total_frames=1920, indices=list(range(0, 1920, 15)))
+    request = GenerationRequest(turns=(user_turn("What happens?", ["clip.mp4"]),), video=budget)
+    inputs = session.prepare(request, videos=(sampled,)).inputs
+    p = spec.patch_size
+    assert inputs["video_grid_thw"].tolist() == [[n // 2, h // p, w // p]]
+    pad = session.loaded.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert int((inputs["input_ids"][0] == pad).sum()) == est.visual_tokens
+
+
+def test_a_video_grid_other_than_the_sampled_one_is_an_error():
+    """Guards the Qwen3-VL shrink above: a processor that resizes the frames must fail loudly, not silently."""
+    import torch
+
+    from qvl_core.engine.local import _check_video_grid
+    from qvl_core.errors import GenerationError
+
+    spec = FAMILIES["qwen3_vl"]
+    sampled = video.SampledVideo(frames=np.zeros((7, 416, 576, 3), np.uint8), timestamps=[0.0] * 7, fps=2.0,
+                                 source_fps=30.0, total_frames=7)
+    _check_video_grid({"video_grid_thw": torch.tensor([[4, 26, 36]])}, (sampled,), spec)  # 7 frames: 4 pairs
+    with pytest.raises(GenerationError, match=r"7 frames of 576x416 into a grid of \[4, 18, 26\]"):
+        _check_video_grid({"video_grid_thw": torch.tensor([[4, 18, 26]])}, (sampled,), spec)
+
+
 # ---- probe, estimate, frame_at ---------------------------------------------------------------------------
 def test_probe_and_estimate_match_what_sampling_gives(videos):
     info = probe(videos["h264_long"])

@@ -99,7 +99,10 @@ class ModelSession:
         if videos:
             kwargs["videos"] = [v.frames for v in videos]
             kwargs["videos_kwargs"] = {
-                "size": open_range, "do_sample_frames": False, "cap_pixels_per_frame": False,
+                # No resize at all: Qwen3-VL bounds the pixels of all frames together, so no open range
+                # fits every clip (128 frames of 576x416 came out at 416x288, half the planned tokens).
+                # cap_pixels_per_frame=False only silences the processor's per-call warning.
+                "do_resize": False, "do_sample_frames": False, "cap_pixels_per_frame": False,
                 # The true sampling rate: without it every timestamp the model says is wrong.
                 "video_metadata": [v.processor_metadata() for v in videos],
                 "return_metadata": True,
@@ -107,6 +110,7 @@ class ModelSession:
         inputs = lm.processor(**kwargs)
         inputs.pop("video_metadata", None)
         _check_grid(inputs, images, lm.family)
+        _check_video_grid(inputs, videos, lm.family)
         return PreparedInputs(inputs, plan, images, videos, int(inputs["input_ids"].shape[1]))
 
     # ---- generation ------------------------------------------------------------------------------
@@ -274,6 +278,21 @@ def _check_grid(inputs: Any, images: tuple[PreparedImage, ...], family: FamilySp
         size = (gw * family.patch_size, gh * family.patch_size)
         if size != im.input_size:
             raise GenerationError(f"Processor resized an image to {size}, expected {im.input_size}.")
+
+
+def _check_video_grid(inputs: Any, videos: tuple[SampledVideo, ...], family: FamilySpec) -> None:
+    """The processor must take every video at its sampled frame count and size: the estimate and the token
+    budget were computed from them."""
+    grid = inputs.get("video_grid_thw")
+    if grid is None:
+        return
+    tp, p = family.temporal_patch_size, family.patch_size
+    for v, got in zip(videos, grid.tolist(), strict=True):
+        n, h, w = v.frames.shape[:3]
+        planned = [-(-n // tp), h // p, w // p]  # an odd last frame is repeated to fill its temporal patch
+        if got != planned:
+            raise GenerationError(f"Processor turned a video of {n} frames of {w}x{h} into a grid of {got} "
+                                  f"(time, height, width patches), expected {planned}.")
 
 
 def _gpu_memory_mb() -> float | None:
