@@ -16,6 +16,7 @@ from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.loading import LoadedModel, LoadOptions, load_model
 from qvl_core.engine.messages import MessagePlan
 from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.seeded import sampling_processors
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.families import FamilySpec
@@ -127,7 +128,7 @@ class ModelSession:
 
     def stream_prepared(self, prepared: PreparedInputs, sampling: SamplingParams) -> Iterator[Chunk]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         lm = self.load()
@@ -158,15 +159,13 @@ class ModelSession:
         with self._gpu_lock:
             start = time.perf_counter()
             inputs = prepared.inputs.to(lm.model.device)
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
+            _reset_peak_memory()
 
             def run() -> None:
                 try:
                     with torch.inference_mode():
                         lm.model.generate(**inputs, **gen_kwargs, streamer=_Streamer(),
+                                          logits_processor=LogitsProcessorList(sampling_processors(sampling)),
                                           stopping_criteria=StoppingCriteriaList([_Stop()]))
                     events.put(("done", None))
                 except BaseException as exc:  # noqa: BLE001 - forwarded to the caller, never swallowed
@@ -218,12 +217,10 @@ def _generate_kwargs(sampling: SamplingParams, lm: LoadedModel) -> dict[str, Any
         "pad_token_id": lm.processor.tokenizer.pad_token_id,
         "eos_token_id": list(_eos_ids(lm)),
     }
-    if sampling.greedy:
-        # Override the checkpoint's sampling defaults explicitly, or generate() warns and samples anyway.
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                      top_k=sampling.top_k or None)
+    # Always "greedy" for generate itself: a sampled request's draw happens in its own logits processors
+    # (`sampling_processors`), from a generator seeded for that request, never generate's global-RNG multinomial.
+    # Override the checkpoint's sampling defaults explicitly, or generate() warns and samples anyway.
+    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     return kwargs
 
 
@@ -301,6 +298,15 @@ def _gpu_memory_mb() -> float | None:
     if not torch.cuda.is_available():
         return None
     return sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20
+
+
+def _reset_peak_memory() -> None:
+    """Reset the peak on every GPU: the stats sum the peaks of all of them (a model spread by device_map)."""
+    import torch
+
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
 
 
 def _peak_gpu_mb() -> float | None:
