@@ -1,13 +1,14 @@
-"""Pieces every tab shares: the GPU queue id, sampling controls, stats footers and error mapping."""
+"""Pieces every tab shares: the GPU queue id, sampling controls, stats footers, error mapping, stream throttling."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 GPU_QUEUE = "gpu"
 # Coalesce streamed text: the browser does not need more than ~20 updates a second.
 STREAM_INTERVAL_S = 0.05
+# The clock `throttle` reads: a module attribute so that a test can script time instead of waiting on it.
+stream_clock: Callable[[], float] = time.monotonic
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -105,17 +110,43 @@ def to_gr_error(exc: Exception) -> gr.Error:
                     "the server log.", print_exception=False)
 
 
+def throttle(steps: Iterator[T], *, urgent: Callable[[T], bool],
+             interval: float = STREAM_INTERVAL_S) -> Iterator[T]:
+    """Pass `steps` on at most once every `interval` seconds, the first at once; `urgent` ones always.
+
+    Every tab re-renders its whole answer on each step it shows, so showing every token costs the square of
+    the answer's length. A step held back is superseded by the next one (each carries everything so far), and
+    the last step is never held back. Closing this iterator closes `steps` (that is how Stop reaches the
+    generation).
+    """
+    last_emit = -math.inf
+    held: list[T] = []  # the newest step not shown yet (at most one)
+    close = getattr(steps, "close", None)
+    try:
+        for step in steps:
+            now = stream_clock()
+            if urgent(step) or now - last_emit >= interval:
+                last_emit = now
+                held.clear()
+                yield step
+            else:
+                held[:] = [step]
+        yield from held
+    finally:
+        if close is not None:
+            close()
+
+
 def throttled(stream: Iterator[Chunk], interval: float = STREAM_INTERVAL_S) -> Iterator[tuple[str, Chunk]]:
-    """Yield (text so far, last chunk) at most every `interval` seconds, and always at the end.
+    """Yield (text so far, last chunk) through `throttle`; the final chunk (with stats) always.
 
     Closing this iterator closes the model stream (that is how Stop reaches the generation).
     """
-    text = ""
-    last_emit = 0.0
-    with contextlib.closing(stream):
-        for chunk in stream:
-            text += chunk.text
-            now = time.monotonic()
-            if chunk.stats is not None or now - last_emit >= interval:
-                last_emit = now
+    def so_far() -> Iterator[tuple[str, Chunk]]:
+        text = ""
+        with contextlib.closing(stream):
+            for chunk in stream:
+                text += chunk.text
                 yield text, chunk
+
+    return throttle(so_far(), urgent=lambda step: step[1].stats is not None, interval=interval)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html as html_lib
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -28,28 +29,56 @@ from qvl_core.tasks.documents import (
     run_job,
     write_job_files,
 )
-from ui.common import SamplingControls, format_stats, gpu_event, image_tokens_slider, to_gr_error, to_sampling
+from ui.common import (
+    SamplingControls,
+    format_stats,
+    gpu_event,
+    image_tokens_slider,
+    throttle,
+    to_gr_error,
+    to_sampling,
+)
 from ui.files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PREVIEW_HEIGHT = 720
 
 
-def status_markdown(progress: JobProgress) -> str:
-    """One line per finished page (with truncation flags), the page in progress, and any file errors."""
+def page_status_line(r: PageResult) -> str:
+    """A finished page's line in the status: blocks, stats, truncation and field problems."""
+    flag = " ⚠️ **hit the token limit: the page may be cut short** (raise Max new tokens)" if r.truncated else ""
+    kind = "" if r.is_html or r.fields is not None else " (the answer is not HTML: shown as text)"
+    problems = f" — {'; '.join(r.field_problems)}" if r.field_problems else ""
+    return f"- {r.label}: {len(r.blocks)} layout blocks, {format_stats(r.stats)}{flag}{kind}{problems}"
+
+
+def status_markdown(progress: JobProgress, page_lines: list[str] | None = None) -> str:
+    """One line per finished page (with truncation flags), the page in progress, and any file errors.
+
+    `page_lines`: the finished pages' lines made so far (the first ones are reused, the rest added), so a
+    streaming job renders each finished page's line once instead of once per update.
+    """
     lines = []
     n = len(progress.done)
     if progress.finished:
         lines.append(f"**Done: {n} of {progress.total_pages} pages.**")
     elif progress.current:
         lines.append(f"**Parsing {progress.current}** ({n} of {progress.total_pages} pages done)")
-    for r in progress.done:
-        flag = " ⚠️ **hit the token limit: the page may be cut short** (raise Max new tokens)" if r.truncated else ""
-        kind = "" if r.is_html or r.fields is not None else " (the answer is not HTML: shown as text)"
-        problems = f" — {'; '.join(r.field_problems)}" if r.field_problems else ""
-        lines.append(f"- {r.label}: {len(r.blocks)} layout blocks, {format_stats(r.stats)}{flag}{kind}{problems}")
+    page_lines = [] if page_lines is None else page_lines
+    page_lines += [page_status_line(r) for r in progress.done[len(page_lines):]]
+    lines += page_lines[:n]
     lines += [f"- ❌ {e}" for e in progress.errors]
     return "\n".join(lines)
+
+
+def _with_view_changes(job: Iterator[JobProgress]) -> Iterator[tuple[JobProgress, bool]]:
+    """(state, whether anything but the live text changed: a page, the page in progress, an error, the end)."""
+    seen = None
+    with contextlib.closing(job):
+        for state in job:
+            key = (len(state.done), state.current, len(state.errors), state.finished)
+            yield state, key != seen
+            seen = key
 
 
 def page_views(pages: list[PageResult], label: str | None):
@@ -91,12 +120,16 @@ class DocumentsTab:
             options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []))
             outdir = output_dir("qvl-docjob-")
             downloads: list[str] = []
+            page_lines: list[str] = []  # status lines of finished pages, each rendered once
             shown = 0
-            with contextlib.closing(run_job(self.session, files or [], options)) as job:
-                for state in job:
+            # Token-only updates (the live box) are throttled; a page finishing or starting is shown at once.
+            job = throttle(_with_view_changes(run_job(self.session, files or [], options)), urgent=lambda s: s[1])
+            with contextlib.closing(job):
+                for state, changed in job:
                     pages_done = list(state.done)
-                    progress((len(pages_done), max(state.total_pages, 1)), desc=state.current or "Parsing",
-                             unit="pages")
+                    if changed:
+                        progress((len(pages_done), max(state.total_pages, 1)), desc=state.current or "Parsing",
+                                 unit="pages")
                     if len(pages_done) != shown or state.finished:
                         # A page finished: refresh views and downloads (Stop keeps what is here now).
                         shown = len(pages_done)
@@ -106,9 +139,10 @@ class DocumentsTab:
                         views = page_views(pages_done, labels[-1] if labels else None)
                         live = state.partial or (pages_done[-1].raw if pages_done else "")
                         yield (pages_done, gr.Dropdown(choices=labels, value=labels[-1] if labels else None),
-                               *views, live, status_markdown(state), downloads or None)
+                               *views, live, status_markdown(state, page_lines), downloads or None)
                     else:
-                        yield (skip, skip, skip, skip, skip, skip, skip, state.partial, status_markdown(state), skip)
+                        status = status_markdown(state, page_lines) if changed else skip
+                        yield (skip, skip, skip, skip, skip, skip, skip, state.partial, status, skip)
                     if state.finished and not state.done and state.errors:
                         raise UserError("Nothing could be parsed: " + " ".join(state.errors))
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving

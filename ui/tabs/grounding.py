@@ -15,7 +15,15 @@ from qvl_core.errors import UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.parse.grounding import PRESETS, build_prompt
 from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
-from ui.common import SamplingControls, format_stats, gpu_event, image_tokens_slider, to_gr_error, to_sampling
+from ui.common import (
+    SamplingControls,
+    format_stats,
+    gpu_event,
+    image_tokens_slider,
+    throttle,
+    to_gr_error,
+    to_sampling,
+)
 from ui.files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -114,9 +122,9 @@ class GroundingTab:
             prompt = (prompt or "").strip() or build_prompt(preset, text, self.session.family)
             sampling = to_sampling(*sampling_values)
             result = None
-            with contextlib.closing(ground(self.session, image, prompt, sampling=sampling,
-                                           max_image_tokens=int(max_tokens))) as steps:
-                for step in steps:
+            steps = ground(self.session, image, prompt, sampling=sampling, max_image_tokens=int(max_tokens))
+            with contextlib.closing(throttle(steps, urgent=lambda s: s.result is not None)) as shown_steps:
+                for step in shown_steps:
                     result = step.result
                     if result is None:
                         yield *empty, step.raw, prompt

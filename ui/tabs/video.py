@@ -25,7 +25,7 @@ from qvl_core.media.video import (
 )
 from qvl_core.parse.timespans import format_timestamp, link_timestamps, spans_to_chapters
 from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
-from ui.common import SamplingControls, format_stats, gpu_event, to_gr_error, to_sampling
+from ui.common import SamplingControls, format_stats, gpu_event, throttle, to_gr_error, to_sampling
 from ui.files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -146,9 +146,11 @@ class VideoTab:
             prompt = (prompt or "").strip() or build_video_prompt(preset, text, self.session.family)
             budget = self.budget(fps, max_frames, frame_tokens, total_tokens)
             answer = None
-            with contextlib.closing(ask_video(self.session, video, prompt, budget=budget, start=start or None,
-                                              end=end or None, sampling=to_sampling(*sampling_values))) as steps:
-                for step in steps:
+            steps = ask_video(self.session, video, prompt, budget=budget, start=start or None, end=end or None,
+                              sampling=to_sampling(*sampling_values))
+            # answer_html re-links the whole answer: shown per token, its cost would grow with the square.
+            with contextlib.closing(throttle(steps, urgent=lambda s: s.answer is not None)) as shown_steps:
+                for step in shown_steps:
                     answer = step.answer
                     if answer is None:
                         yield answer_html(step.raw), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", step.raw, prompt
