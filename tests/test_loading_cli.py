@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from qvl_core.engine import loading
-from qvl_core.engine.loading import LoadOptions, choose_attention, choose_dtype, default_model_id
+from qvl_core.engine.loading import LoadOptions, default_model_id
 from qvl_core.engine.local import ModelSession
 from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
@@ -41,28 +41,7 @@ def test_model_env_overrides_the_default(monkeypatch):
     assert default_model_id() == "/models/mine"
 
 
-def test_dtype_is_always_explicit(monkeypatch):
-    """The official demo silently loaded fp32 on GPU unless a flag was passed."""
-    _fake_cuda(monkeypatch, free_gb=70.0)
-    assert choose_dtype(LoadOptions(), "cuda") == "bfloat16"
-    _fake_cuda(monkeypatch, free_gb=70.0, bf16=False)
-    assert choose_dtype(LoadOptions(), "cuda") == "float16"
-    assert choose_dtype(LoadOptions(), "cpu") == "float32"
-    assert choose_dtype(LoadOptions(dtype="bfloat16"), "cpu") == "bfloat16"
-
-
-def test_attention_choice(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name))
-    assert choose_attention(LoadOptions(), "cuda") == "flash_attention_2"
-    assert choose_attention(LoadOptions(), "cpu") == "sdpa"
-    assert choose_attention(LoadOptions(attn="eager"), "cuda") == "eager"
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name))
-    assert choose_attention(LoadOptions(), "cuda") == "sdpa"
-    with pytest.raises(UserError, match="needs the flash-attn package"):
-        choose_attention(LoadOptions(attn="flash_attention_2"), "cuda")
+# The dtype and attention choice: tests/test_precision.py.
 
 
 def test_cuda_requested_without_a_gpu(monkeypatch):

@@ -21,11 +21,13 @@ LARGE_MODEL_MIN_FREE_GB = 24.0
 ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 QUANT_CHOICES = ("none", "int8", "int4")
+FLASH_ATTN_MIN_CAPABILITY = (8, 0)  # flash-attn 2 kernels exist for Ampere and newer only
 
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to load. 'auto' picks per device: bf16 + flash-attn/sdpa on CUDA, fp32 + sdpa on CPU."""
+    """How to load. 'auto' picks per device (`choose_precision`): on CUDA bf16 (fp32 where the GPU lacks bf16) with
+    flash-attn where it can run, else sdpa; fp32 + sdpa on CPU."""
 
     model: str | None = None
     device: str = "auto"  # auto | cuda | cpu
@@ -58,6 +60,7 @@ class LoadedModel:
     quantization: str
     random_weights: bool
     scripted: bool
+    precision_note: str = ""  # why the dtype/attention is not the usual one (e.g. float32 on a GPU without bf16)
 
 
 def cuda_available() -> bool:
@@ -87,25 +90,76 @@ def choose_device(opt: LoadOptions) -> str:
     return opt.device
 
 
-def choose_dtype(opt: LoadOptions, device: str) -> str:
-    # Always explicit: the official demo's silent fp32 doubles memory and halves speed.
+@dataclass(frozen=True)
+class GpuFacts:
+    """What the precision choice needs to know about the GPUs the model will run on."""
+
+    capability: tuple[int, int]  # the lowest compute capability among them
+    bf16: bool
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype and attention kernel to load with, and a note for the status line when it is not the obvious one."""
+
+    dtype: str
+    attn: str
+    note: str = ""
+
+
+def gpu_facts() -> GpuFacts | None:
+    """Capability and bf16 support of the visible CUDA GPUs (the weakest one decides), or None without CUDA."""
+    if not cuda_available():
+        return None
+    import torch
+
+    caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    return GpuFacts(min(caps), bool(torch.cuda.is_bf16_supported()))
+
+
+def choose_precision(opt: LoadOptions, device: str, gpu: GpuFacts | None, *, flash_attn_installed: bool
+                     ) -> Precision:
+    """Pure: dtype and attention from the request, the device, what the GPU supports and what is installed.
+
+    Always an explicit dtype (loading without one gave fp32 weights silently). On a CUDA GPU without bfloat16
+    (before Ampere) 'auto' means float32, not float16: Qwen-VL overflows in float16 and answers NaN or "!!!!".
+    """
+    notes: list[str] = []
     if opt.dtype != "auto":
-        return opt.dtype
-    if device == "cuda":
-        import torch
-
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
-def choose_attention(opt: LoadOptions, device: str) -> str:
+        dtype = opt.dtype
+        if dtype == "float16" and device == "cuda":
+            notes.append("float16 may give NaN or '!!!!' output with Qwen-VL")
+    elif device != "cuda":
+        dtype = "float32"
+    elif gpu is not None and gpu.bf16:
+        dtype = "bfloat16"
+    else:
+        dtype = "float32"
+        notes.append("float32: this GPU has no bfloat16, and float16 gives NaN or '!!!!' output with Qwen-VL")
+    flash_blocker = _flash_attn_blocker(device, dtype, gpu, flash_attn_installed)
+    if opt.attn == "flash_attention_2" and flash_blocker:
+        raise UserError(f"attn 'flash_attention_2' cannot run here: {flash_blocker}.")
     if opt.attn != "auto":
-        if opt.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-            raise UserError("attn 'flash_attention_2' needs the flash-attn package (pip install flash-attn).")
-        return opt.attn
-    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+        attn = opt.attn
+    else:
+        attn = "sdpa" if flash_blocker else "flash_attention_2"
+        if flash_blocker and device == "cuda" and flash_attn_installed:
+            notes.append(f"sdpa: {flash_blocker}")
+    return Precision(dtype, attn, "; ".join(notes))
+
+
+def _flash_attn_blocker(device: str, dtype: str, gpu: GpuFacts | None, installed: bool) -> str:
+    """Why flash-attn cannot run for this load, or '' when it can."""
+    if not installed:
+        return "it needs the flash-attn package (pip install flash-attn)"
+    if device != "cuda" or gpu is None:
+        return "flash-attn runs on CUDA GPUs only"
+    if dtype not in ("float16", "bfloat16"):
+        return f"flash-attn runs in float16/bfloat16 only, not {dtype}"
+    if gpu.capability < FLASH_ATTN_MIN_CAPABILITY:
+        major, minor = gpu.capability
+        return f"flash-attn needs compute capability 8.0 or newer (Ampere), this GPU has {major}.{minor}"
+    return ""
 
 
 def quantization_config(kind: str) -> Any:
@@ -153,8 +207,11 @@ def load_model(opt: LoadOptions) -> LoadedModel:
     model_id = opt.model or default_model_id()
     family, config = read_family(model_id)
     device = choose_device(opt)
-    dtype = choose_dtype(opt, device)
-    attn = choose_attention(opt, device)
+    precision = choose_precision(opt, device, gpu_facts() if device == "cuda" else None,
+                                 flash_attn_installed=importlib.util.find_spec("flash_attn") is not None)
+    dtype, attn = precision.dtype, precision.attn
+    if precision.note:
+        log.warning("loading %s: %s", model_id, precision.note)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "attn_implementation": attn}
     # device_map="auto" spreads a large model over every visible GPU.
     kwargs["device_map"] = "auto" if device == "cuda" and not opt.load_then_move else "cpu"
@@ -172,7 +229,7 @@ def load_model(opt: LoadOptions) -> LoadedModel:
     log.info("loaded %s (%s) on %s as %s with %s", model_id, family.display_name, device, dtype, attn)
     return LoadedModel(
         model=model, processor=processor, family=family, model_id=model_id, device=device, dtype=dtype,
-        attn=attn, quantization=opt.quantization,
+        attn=attn, quantization=opt.quantization, precision_note=precision.note,
         random_weights=bool(getattr(config, "qvl_random_weights", False)),
         scripted=bool(getattr(config, "qvl_scripted_answer", False)),
     )

@@ -74,7 +74,8 @@ class ModelSession:
     def status(self) -> SessionStatus:
         lm = self.load()
         return SessionStatus(lm.model_id, lm.family.display_name, _describe_devices(lm.model), lm.dtype,
-                             lm.attn, lm.quantization, _gpu_memory_mb(), lm.random_weights, lm.scripted)
+                             lm.attn, lm.quantization, _gpu_memory_mb(), lm.random_weights, lm.scripted,
+                             lm.precision_note)
 
     # ---- inputs --------------------------------------------------------------------------------
     def image_budget(self, request: GenerationRequest) -> PixelBudget:

@@ -68,10 +68,12 @@ class SessionStatus:
     gpu_memory_mb: float | None
     random_weights: bool
     scripted: bool
+    precision_note: str = ""  # why dtype/attention differ from the usual choice, shown with them
 
     def summary(self) -> str:
         mem = f" · GPU memory {self.gpu_memory_mb / 1024:.1f} GiB" if self.gpu_memory_mb is not None else ""
-        return (f"{self.model_id} ({self.family}) · {self.device} · {self.dtype} · {self.attention}"
+        note = f" ({self.precision_note})" if self.precision_note else ""
+        return (f"{self.model_id} ({self.family}) · {self.device} · {self.dtype} · {self.attention}{note}"
                 f"{'' if self.quantization == 'none' else ' · ' + self.quantization}{mem}")
 
 
