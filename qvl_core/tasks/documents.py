@@ -10,11 +10,13 @@ import contextlib
 import hashlib
 import html as html_lib
 import json
+import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import json_repair
 from PIL import Image
@@ -22,7 +24,7 @@ from PIL import Image
 from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
-from qvl_core.engine.types import GenerationRequest, GenerationStats
+from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.documents import DEFAULT_DPI, MAX_PDF_PAGES, DocumentPage, load_document
 from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
@@ -35,6 +37,8 @@ HTML_PROMPT = "QwenVL HTML"
 DEFAULT_DOC_MAX_NEW_TOKENS = 8192
 DEFAULT_DOC_IMAGE_TOKENS = 4096  # small print needs resolution: an A4 page at 150 dpi is ~2.2k tokens at 28 px
 MAX_FIELDS = 100
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,41 @@ def page_result(session: Backend, page: DocumentPage, mode: str, raw: str, stats
     return result
 
 
+def _sizes(value: Any) -> tuple[tuple[int, int], ...] | None:
+    """[[w, h], ...] of positive integers as a tuple of pairs, else None."""
+    if not isinstance(value, list):
+        return None
+    pairs = [tuple(v) for v in value if isinstance(v, list) and len(v) == 2
+             and all(type(n) is int and n > 0 for n in v)]
+    return tuple(pairs) if len(pairs) == len(value) else None  # type: ignore[return-value]
+
+
+_OPTIONAL_NUMBERS = ("ttft_s", "decode_tps", "peak_gpu_mb")
+
+
+def cache_entry(data: Any) -> tuple[str, GenerationStats] | None:
+    """A decoded page-cache file -> (raw answer, stats), or None unless it is exactly what `PageCache.put` writes.
+
+    Entries outlive the code that wrote them: a stats field added or dropped since, a hand edit or a cut-off
+    copy must cost that one page a re-run, never the whole job (GenerationStats(**stale) raised TypeError).
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("raw"), str) or not isinstance(data.get("stats"), dict):
+        return None
+    stats = dict(data["stats"])
+    if set(stats) != {f.name for f in dataclass_fields(GenerationStats)}:
+        return None
+    input_sizes, original_sizes = _sizes(stats["image_input_sizes"]), _sizes(stats["image_original_sizes"])
+    if not input_sizes or original_sizes is None:  # the page's layout is mapped through its input size
+        return None
+    numbers_ok = (all(type(stats[k]) is int and stats[k] >= 0 for k in ("prompt_tokens", "completion_tokens"))
+                  and isinstance(stats["total_s"], int | float)
+                  and all(stats[k] is None or isinstance(stats[k], int | float) for k in _OPTIONAL_NUMBERS))
+    if not numbers_ok or stats["finish_reason"] not in get_args(FinishReason):
+        return None
+    stats.update(image_input_sizes=input_sizes, image_original_sizes=original_sizes)
+    return data["raw"], GenerationStats(**stats)
+
+
 class PageCache:
     """Finished pages on disk, so a long batch can be resumed: a re-run skips pages already done.
 
@@ -264,14 +303,18 @@ class PageCache:
         return self.root / f"{Path(source).stem}-{self._key(source)}" / f"page-{page_number:04d}.json"
 
     def get(self, source: str | Path, page_number: int) -> tuple[str, GenerationStats] | None:
+        """The page's (raw answer, stats) from an earlier run; None when absent or not usable (the page re-runs)."""
         path = self._path(source, page_number)
         if not path.is_file():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        stats = data["stats"]
-        for key in ("image_input_sizes", "image_original_sizes"):
-            stats[key] = tuple(tuple(v) for v in stats[key])
-        return data["raw"], GenerationStats(**stats)
+        try:
+            entry = cache_entry(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, absurdly nested
+            log.warning("page cache: ignoring %s (%s: %s)", path, type(exc).__name__, exc)
+            return None
+        if entry is None:
+            log.warning("page cache: ignoring %s (written by another version, or damaged)", path)
+        return entry
 
     def put(self, source: str | Path, result: PageResult) -> None:
         path = self._path(source, result.page_number)
