@@ -158,7 +158,7 @@ def run_one(method: str, path: str, n: int, h: int, w: int, width: int, height: 
         from qvl_core.media.video import workers
 
         budget = our_budget(n, h, w, width, height)
-        video.warm_up(backend)  # as the app does at start-up: the worker process is running, decoders imported
+        video.warm_up(backend, wait=True)  # as the app has it by then: the worker is running, decoders imported
         base, cpu0 = rss_mb(), cpu_s(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         out = video.sample_frames(path, FAMILIES["qwen2_5_vl"], budget, backend=backend)

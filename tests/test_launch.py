@@ -29,18 +29,30 @@ def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch
     assert len(sliders) >= 4 and {s.maximum for s in sliders} == {512}
 
 
-def test_build_app_starts_a_video_decoder_worker_in_the_background(make_session):
+def test_no_video_worker_until_a_video_arrives(make_session, media_dir):
+    """Regression: build_app started a video decoder process at start-up, even in an app never sent a video.
+    Now the Chat tab starts one when a message brings a video, and that video is decoded in it."""
     import threading
 
-    from qvl_core.media.video import workers as video_mod
+    from qvl_core.families import FAMILIES
+    from qvl_core.media.video import sample_frames, workers
+    from qvl_core.tasks.conversation import Conversation
+    from ui.tabs.chat import ChatTab
 
-    video_mod._shutdown_workers()  # no worker left over from earlier tests
-    assert not video_mod._idle
-    build_app(serve_config(_parser().parse_args([])), make_session())
+    workers._shutdown_workers()  # no worker left over from earlier tests
+    session = make_session()
+    build_app(serve_config(_parser().parse_args([])), session)
     for t in threading.enumerate():
-        if t.name == "qvl-video-warm-up":
+        if t.name == "qvl-video-warm-up":  # where the app used to start one
             t.join(timeout=60)
-    assert video_mod._idle, "the first video should find a decoder worker already running"
+    assert not workers._idle, "no video was sent: no decoder process should be running"
+    ChatTab(session).add_message({"text": "Hi", "files": []}, Conversation())
+    assert not workers._idle
+    ChatTab(session).add_message({"text": "What happens?", "files": [str(media_dir / "count.avi")]}, Conversation())
+    assert len(workers._idle) == 1, "a message with a video should start a decoder worker at once"
+    ready = workers._idle[0]
+    sample_frames(media_dir / "count.avi", FAMILIES["qwen2_5_vl"])
+    assert workers._idle == [ready] and ready.jobs_done == 1  # the video used the worker started for it
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -605,13 +605,46 @@ def test_backend_choice_from_the_environment(videos, monkeypatch):
 
 
 def test_decodes_in_process_where_no_worker_can_start(videos, monkeypatch):
-    def no_processes():
+    def no_processes(*_modules):
         raise OSError("fork not allowed")
 
     monkeypatch.setattr(workers, "_Worker", no_processes)
     with workers._idle_lock:
         monkeypatch.setattr(workers, "_idle", [])
     assert sample_frames(videos["mjpg30"], QWEN25).indices == list(range(0, 300, 15))
+
+
+def test_decoder_processes_are_capped_and_requests_over_the_cap_wait(videos, monkeypatch):
+    """Regression: every request with no idle worker started another decoder process, with no limit."""
+    alive: set = set()
+    peak: list[int] = []
+    lock = threading.Lock()
+
+    class Counted(workers._Worker):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            with lock:
+                alive.add(self)
+                peak.append(len(alive))
+
+        def close(self) -> None:
+            with lock:
+                alive.discard(self)
+            super().close()
+
+    workers._shutdown_workers()
+    monkeypatch.setattr(workers, "_Worker", Counted)
+    monkeypatch.setattr(workers, "MAX_WORKERS", 2)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(sample_frames(videos["mjpg30"], QWEN25)))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 5 and all(r.indices == list(range(0, 300, 15)) for r in results)
+    assert peak and max(peak) <= 2
+    workers._shutdown_workers()
 
 
 def test_two_requests_decode_at_once(videos):

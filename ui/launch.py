@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 from typing import Any
 
 import gradio as gr
 
 from qvl_core.engine.backend import Backend, open_backend
 from qvl_core.errors import UserError
-from qvl_core.media import video
 from ui.config import ServeConfig, add_serve_args, serve_config
 from ui.shell import LAUNCH_KWARGS, build_demo
 
@@ -27,8 +25,8 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
     """
     backend = backend or open_backend(config.backend or config.load)
     backend.load()
-    # Start the video decoder worker now, in the background: the first video then does not wait ~0.3 s for it.
-    threading.Thread(target=video.warm_up, name="qvl-video-warm-up", daemon=True).start()
+    # No video decoder worker yet: the tabs start one when a video arrives (video.warm_up), so an app that is
+    # never sent a video runs no extra process.
     demo = build_demo(backend, config)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     return demo

@@ -17,7 +17,7 @@ from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.errors import UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
-from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget
+from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget, warm_up
 from qvl_core.parse.grounding import parse_grounding
 from qvl_core.parse.safe_markdown import safe_markdown
 from qvl_core.tasks.conversation import Conversation
@@ -146,6 +146,8 @@ class ChatTab:
             conv = conv.send(message.get("text", ""), message.get("files", []))
         except UserError as exc:
             raise to_gr_error(exc) from None
+        if any(m.kind == "video" for m in conv.turns[-1].media):
+            warm_up()  # a decoder worker starts now, while the answer waits in the GPU queue
         return conv, render(conv), busy_box()
 
     def answer(self, conv: Conversation, *settings_values):

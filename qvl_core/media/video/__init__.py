@@ -14,7 +14,8 @@ Decoders, tried in this order (`backend=` or QVL_VIDEO_BACKEND picks one, or an 
 Every decode runs in a worker process: a decoder that raises, crashes or makes no progress for
 STALL_TIMEOUT_S is killed and the next one is tried. A thread would not do: a call hung inside decord or
 FFmpeg cannot be interrupted, so its thread (and the memory and CPU it holds) would stay for good, and a
-crash in C would take the whole app down. The worker stays up between videos (warm_up() starts it early).
+crash in C would take the whole app down. A worker starts with the first video (or with warm_up(), which an
+app calls when a video arrives), stays up between videos, and at most MAX_WORKERS of them run at once.
 
 Modules: plan (pure: budgets, frame counts and times, sizes, estimates), sampler (the entry points and the
 jobs a worker runs), workers (the watched processes), readers (the contract every decoder implements), and

@@ -30,7 +30,7 @@ from qvl_core.media.video.plan import (
 )
 from qvl_core.media.video.pyav import _PyAVReader
 from qvl_core.media.video.readers import _Failed
-from qvl_core.media.video.workers import _call, _run
+from qvl_core.media.video.workers import _call, _prestart, _run
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,19 @@ def frames_at(path: str | Path, seconds: list[float], *, backend: str = "auto") 
     return [Image.fromarray(got[j]) for j in order]
 
 
-def warm_up(backend: str = "auto") -> None:
-    """Start a decoder worker and import the decoders in it now, so the first video does not wait ~0.3 s.
+def warm_up(backend: str = "auto", *, wait: bool = False) -> None:
+    """Have a decoder worker ready, its decoders imported, so a video does not wait ~0.3 s for one.
 
-    For app start-up. Harmless if it fails: the first video then starts the worker itself.
+    Call it when a video arrives (an upload), not at start-up: an app that is never sent a video starts no
+    process. Returns at once (the worker imports in the background), or with `wait` once the imports are
+    done (benchmarks). Harmless if it fails: the video then starts a worker itself.
     """
-    modules = [READERS[n].module for n in _backend_order(backend) if getattr(READERS[n], "module", None)]
+    modules = tuple(READERS[n].module for n in _backend_order(backend) if getattr(READERS[n], "module", None))
+    if not wait:
+        _prestart(modules)
+        return
     try:
-        _call(_warm_job, (None, "", modules), lambda msg: None)
+        _call(_warm_job, (None, "", list(modules)), lambda msg: None)
     except (_Failed, UserError) as exc:
         log.warning("video worker warm-up failed: %s", exc)
 

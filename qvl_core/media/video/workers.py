@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import importlib.util
 import logging
 import os
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # A decoder that reports nothing (no frame, no progress) for this long is killed and the next one tried.
 STALL_TIMEOUT_S = env_float("QVL_VIDEO_STALL_SECONDS", 30.0)
+# Decoder processes alive at once, busy or idle: each can hold a few hundred MB and every core (PyAV runs
+# several decoders per process), so more requests than this wait for a free one instead of starting more.
+MAX_WORKERS = 4
 MAX_IDLE_WORKERS = 2
 JOBS_PER_WORKER = 64  # then a fresh process: decoders have been seen to grow memory over many files
 
@@ -55,14 +59,15 @@ def _run(order: list[tuple[str, type]], path: Path, job: Callable, args: tuple,
 class _Worker:
     """One decoder process: jobs go down one pipe, progress, frames and the result come back up another."""
 
-    def __init__(self) -> None:
+    def __init__(self, modules: tuple[str, ...] = ()) -> None:
+        """Start the process; it imports `modules` (decoders) first, while the caller goes on."""
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # same imports as here
         boot = ("import sys; from qvl_core.media.video.workers import _worker_main; "
-                "_worker_main(int(sys.argv[1]), int(sys.argv[2]))")
+                "_worker_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", boot, str(job_r), str(res_w)],
+            self.proc = subprocess.Popen([sys.executable, "-c", boot, str(job_r), str(res_w), *modules],
                                          pass_fds=(job_r, res_w), env=env, stdin=subprocess.DEVNULL)
         finally:
             os.close(job_r)
@@ -70,6 +75,7 @@ class _Worker:
         self.jobs = Connection(job_w, readable=False)
         self.results = Connection(res_r, writable=False)
         self.jobs_done = 0
+        self.closed = False
 
     def kill(self) -> None:
         self.proc.kill()
@@ -78,6 +84,13 @@ class _Worker:
 
     def close(self) -> None:
         """Close the pipes; the worker exits when it sees its job pipe closed, and is reaped in the background."""
+        global _live
+        with _pool:
+            if self.closed:
+                return
+            self.closed = True
+            _live -= 1
+            _pool.notify()  # a job waiting for a free process may start one now
         for conn in (self.jobs, self.results):
             conn.close()
         if self.proc.poll() is None:
@@ -93,26 +106,55 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 _idle: list[_Worker] = []
-_idle_lock = threading.Lock()
+_idle_lock = threading.RLock()  # reentrant: closing a dead idle worker under it counts it out under it too
+_pool = threading.Condition(_idle_lock)  # notified when a worker goes idle or a process ends
+_live = 0  # worker processes started and not yet closed (busy or idle), at most MAX_WORKERS
+
+
+def _new_worker(modules: tuple[str, ...] = ()) -> _Worker:
+    """Start a worker, counted against MAX_WORKERS. Call with _pool held and a free place checked."""
+    global _live
+    worker = _Worker(modules)
+    _live += 1
+    return worker
 
 
 def _checkout() -> _Worker:
-    with _idle_lock:
-        while _idle:
-            worker = _idle.pop()
-            if worker.proc.poll() is None:
-                return worker
-            worker.close()
-    return _Worker()
+    """An idle worker, else a new one, else (MAX_WORKERS busy) wait for either."""
+    with _pool:
+        while True:
+            while _idle:
+                worker = _idle.pop()
+                if worker.proc.poll() is None:
+                    return worker
+                worker.close()
+            if _live < MAX_WORKERS:
+                return _new_worker()
+            _pool.wait()
 
 
 def _checkin(worker: _Worker) -> None:
     worker.jobs_done += 1
-    with _idle_lock:
+    with _pool:
         if worker.jobs_done < JOBS_PER_WORKER and len(_idle) < MAX_IDLE_WORKERS:
             _idle.append(worker)
+            _pool.notify()
             return
     worker.close()  # the worker exits when its job pipe closes
+
+
+def _prestart(modules: tuple[str, ...]) -> bool:
+    """Start an idle worker that imports `modules` now, unless one is idle or the pool is full. Returns at once."""
+    with _pool:
+        if _idle or _live >= MAX_WORKERS:
+            return False
+        try:
+            _idle.append(_new_worker(modules))
+        except OSError as exc:  # no processes here: the first video decodes in-process (see _call)
+            log.warning("video worker could not start: %s", exc)
+            return False
+        _pool.notify()
+        return True
 
 
 @atexit.register
@@ -210,8 +252,12 @@ def _send(results: Connection, msg: tuple) -> None:
         results.send(("msg", msg))
 
 
-def _worker_main(job_fd: int, result_fd: int) -> None:
-    """The worker process: run jobs until the job pipe closes. Exits if the app that started it is gone."""
+def _worker_main(job_fd: int, result_fd: int, modules: Sequence[str] = ()) -> None:
+    """The worker process: import `modules`, then run jobs until the job pipe closes. Exits if the app that
+    started it is gone."""
+    for module in modules:  # a prestarted worker: the decoders load before the first video reaches it
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     jobs = Connection(job_fd, writable=False)
     results = Connection(result_fd, readable=False)
     parent = os.getppid()
