@@ -127,6 +127,10 @@ class ModelSession:
         prepared = self.prepare(request, videos=videos)
         yield from self.stream_prepared(prepared, request.sampling)
 
+    def check_context(self, prepared: PreparedInputs, sampling: SamplingParams) -> None:
+        """Refuse (UserError) a request whose prompt plus max new tokens exceeds the model's context."""
+        check_fits_context(prepared.prompt_tokens, sampling.max_new_tokens, context_length(self.load().model))
+
     def stream_prepared(self, prepared: PreparedInputs, sampling: SamplingParams) -> Iterator[Chunk]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
@@ -157,6 +161,8 @@ class ModelSession:
                 pass
 
         gen_kwargs = _generate_kwargs(sampling, lm)
+        # Before the lock and the prefill: a request that cannot fit must not wait for, then hold, the GPU.
+        self.check_context(prepared, sampling)
         with self._gpu_lock:
             start = time.perf_counter()
             inputs = prepared.inputs.to(lm.model.device)
@@ -265,6 +271,29 @@ def _stats(prepared: PreparedInputs, count: int, start: float, first: float | No
         image_input_sizes=tuple(im.input_size for im in prepared.images),
         image_original_sizes=tuple(im.original_size for im in prepared.images),
     )
+
+
+def context_length(model: Any) -> int | None:
+    """The text model's context (max_position_embeddings), or None if the config does not say."""
+    value = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def check_fits_context(prompt_tokens: int, max_new_tokens: int, context: int | None) -> None:
+    """Pure: raise UserError naming both numbers and the limit when prompt + max new tokens exceed the context.
+
+    Past its context the model's positions run beyond what it was trained on (garbage, or an index error deep
+    in generate after a long prefill), so this is refused up front.
+    """
+    if context is None or prompt_tokens + max_new_tokens <= context:
+        return
+    shrink = "send fewer or smaller images, fewer video frames, or a shorter conversation"
+    if prompt_tokens >= context:
+        raise UserError(f"The prompt is {prompt_tokens} tokens (plus {max_new_tokens} max new tokens), over the "
+                        f"model's context length of {context} tokens: {shrink}.")
+    raise UserError(f"The prompt is {prompt_tokens} tokens and max new tokens is {max_new_tokens}: "
+                    f"{prompt_tokens + max_new_tokens} in all, over the model's context length of {context} "
+                    f"tokens. Lower max new tokens to at most {context - prompt_tokens}, or {shrink}.")
 
 
 def _check_grid(inputs: Any, images: tuple[PreparedImage, ...], family: FamilySpec) -> None:

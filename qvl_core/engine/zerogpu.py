@@ -100,6 +100,7 @@ class ZeroGPUBackend:
     def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
                ) -> Iterator[Chunk]:
         prepared = self.session.prepare(request, videos=videos)
+        self.session.check_context(prepared, request.sampling)  # refused before a GPU is allocated for it
         yield from self.gpu_function(self._key, prepared, request.sampling)
 
     def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]:
