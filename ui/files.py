@@ -99,22 +99,28 @@ def guard_url_media(demo: gr.Blocks, allow_hosts: tuple[str, ...] = (), max_byte
 
 
 async def _fetch(url: str, cache: Path, block, max_bytes: int | None) -> str:
+    """Download `url` into a fresh folder of `cache`; on any failure the folder is removed, not left behind."""
     name = client_utils.strip_invalid_filename_characters(Path(urlparse(url).path).name) or "download"
     folder = Path(tempfile.mkdtemp(prefix="url-", dir=cache))
     target = folder / name
     size = 0
-    async with httpx.AsyncClient(follow_redirects=False, timeout=URL_FETCH_TIMEOUT_S) as client:
-        async with client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise gr.Error(f"Could not fetch {url}: HTTP {response.status_code}.", print_exception=False)
-            with target.open("wb") as f:
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        f.close()
-                        shutil.rmtree(folder, ignore_errors=True)
-                        raise gr.Error(f"{url} is over the upload limit of {max_bytes} bytes (--max-file-size).",
-                                       print_exception=False)
-                    f.write(chunk)
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=URL_FETCH_TIMEOUT_S) as client:
+            async with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise gr.Error(f"Could not fetch {url}: HTTP {response.status_code}.", print_exception=False)
+                with target.open("wb") as f:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if max_bytes is not None and size > max_bytes:
+                            raise gr.Error(f"{url} is over the upload limit of {max_bytes} bytes "
+                                           "(--max-file-size).", print_exception=False)
+                        f.write(chunk)
+    except httpx.HTTPError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise gr.Error(f"Could not fetch {url}: {type(exc).__name__}.", print_exception=False) from None
+    except BaseException:  # our own errors above, and a cancelled request: nothing of it may stay on disk
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     block.temp_files.add(str(target))
     return str(target)
