@@ -33,7 +33,10 @@ from ui.common import (
 from ui.files import output_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_SYSTEM = "You are a helpful assistant."
+# No system prompt unless the user writes one: the chat template decides (Qwen2/2.5-VL's adds "You are a helpful
+# assistant."; Qwen3-VL's adds none, so a default injected here is a system turn that model never gets otherwise).
+DEFAULT_SYSTEM = ""
+SYSTEM_PLACEHOLDER = "Optional. Empty: the model's default applies."
 LATEX = [
     {"left": "$$", "right": "$$", "display": True},
     {"left": "$", "right": "$", "display": False},
@@ -88,7 +91,7 @@ class ChatSettings:
         return GenerationRequest(
             turns=conv.turns,
             sampling=to_sampling(*self.sampling_values),
-            system=self.system or None,
+            system=self.system if self.system and self.system.strip() else None,
             max_image_tokens=int(self.max_image_tokens),
             video=VideoBudget(fps=float(self.fps), max_frames=int(self.max_frames)),
             label_media=bool(self.label_media),
@@ -220,7 +223,7 @@ class ChatTab:
             autofocus=True, elem_id="chat-input",
         )
         with gr.Accordion("Settings", open=False):
-            system = gr.Textbox(DEFAULT_SYSTEM, label="System prompt", lines=2)
+            system = gr.Textbox(DEFAULT_SYSTEM, label="System prompt", lines=2, placeholder=SYSTEM_PLACEHOLDER)
             with gr.Row():
                 max_image_tokens = image_tokens_slider()
                 fps = gr.Slider(0.1, 8, value=DEFAULT_FPS, step=0.1, label="Video sampling fps")
@@ -254,7 +257,7 @@ class ChatTab:
         with gr.Group(visible=False):
             api_inputs = [
                 gr.MultimodalTextbox(file_count="multiple", label="message"),
-                gr.Textbox(DEFAULT_SYSTEM, label="system"),
+                gr.Textbox(DEFAULT_SYSTEM, label="system", placeholder=SYSTEM_PLACEHOLDER),
                 gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="max_new_tokens"),
                 gr.Number(0.0, label="temperature"),
                 gr.Number(1.0, label="top_p"),
