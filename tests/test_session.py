@@ -279,13 +279,20 @@ def test_load_is_thread_safe_and_happens_once(ckpt_dir, monkeypatch):
 
 
 def test_decoder_keeps_grounding_special_tokens_and_drops_control_tokens(make_session):
-    """Regression: decoding with skip_special_tokens=True stripped Qwen2-VL's <|box_start|> markers."""
-    from qvl_core.engine.decoding import IncrementalDecoder
+    """Regression: decoding with skip_special_tokens=True stripped Qwen2-VL's <|box_start|> markers.
+
+    Also guards its own premise: the tiny tokenizer once registered only <|im_end|> and <|endoftext|> as special,
+    so the box markers were never candidates for dropping and the test passed with the kept-token logic deleted.
+    """
+    from qvl_core.engine.decoding import KEPT_SPECIAL_TOKENS, IncrementalDecoder
 
     tok = make_session("qwen2_vl").loaded.processor.tokenizer
+    # As in the released tokenizer: the kept markers are special tokens, so only the kept-token logic keeps them.
+    assert {tok.convert_tokens_to_ids(t) for t in KEPT_SPECIAL_TOKENS} <= set(tok.all_special_ids)
     ids = [*tok.encode("the cat", add_special_tokens=False)]
     marked = ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>"]
-    seq = [tok.convert_tokens_to_ids(marked[0]), *ids, tok.convert_tokens_to_ids(marked[1]),
+    control = [tok.convert_tokens_to_ids(t) for t in ("<|vision_pad|>", "<|image_pad|>", "<|endoftext|>")]
+    seq = [tok.convert_tokens_to_ids(marked[0]), *ids, tok.convert_tokens_to_ids(marked[1]), *control,
            tok.convert_tokens_to_ids(marked[2]), *tok.encode("(1,2),(3,4)", add_special_tokens=False),
            tok.convert_tokens_to_ids("<|box_end|>"), tok.convert_tokens_to_ids("<|im_end|>")]
     dec = IncrementalDecoder(tok)

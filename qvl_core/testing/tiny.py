@@ -228,6 +228,9 @@ def build_tokenizer(pieces: list[str], *, chat_template: str):
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
+        # As the released tokenizer_config.json lists them: every Qwen special token but <|endoftext|> (already the
+        # pad token) is an additional special token, so `all_special_ids` holds all 14 of them, box markers too.
+        extra_special_tokens=[t for t in SPECIAL_TOKENS if t != "<|endoftext|>"],
         # Cleanup would eat spaces before punctuation in decoded answers.
         clean_up_tokenization_spaces=False,
         model_max_length=32768,
