@@ -210,6 +210,45 @@ def test_chat_template_renders_qwen_chatml(loaded, family):
     assert processor.tokenizer.chat_template == processor.chat_template
 
 
+# Conversations as the app and API callers send them (labels, data-URL images, list-valued system and assistant
+# content, an empty follow-up); the tiny Qwen2/2.5-VL template must render each exactly as the released one does.
+TEMPLATE_CASES = {
+    "image, string reply, video": [
+        _user({"type": "image", "url": "file.png"}, _text("Describe.")),
+        {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": [VIDEO_PART, _text("And this?")]},
+    ],
+    "string system": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    "labelled media around text": [
+        {"role": "system", "content": [_text("Answer in one word.")]},
+        _user(_text("Picture 1: "), IMAGE_PART, _text("Compare with "),
+              {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}, _text(" — which? 日本")),
+        {"role": "assistant", "content": [_text("The first.")]},
+        _user(_text("")),
+    ],
+}
+
+
+@pytest.mark.parametrize("generation_prompt", [True, False])
+@pytest.mark.parametrize("case", list(TEMPLATE_CASES))
+def test_tiny_template_renders_like_the_released_template(loaded, case, generation_prompt):
+    """Bug guarded: the literal in test_chat_template_renders_qwen_chatml was written from the tiny template's
+    own output, so a tiny template that drifted from the released one (system prompt, placeholders, spacing)
+    kept every tiny-checkpoint test green while the real model would see other prompts."""
+    from qvl_core.testing.shrunk import REAL_FILES_ENV, real_files_dir
+
+    real = real_files_dir("Qwen2.5-VL-7B-Instruct")
+    if real is None:
+        pytest.skip(f"released Qwen2.5-VL-7B-Instruct files absent (shared/real-model-files or ${REAL_FILES_ENV})")
+    released = json.loads((real / "chat_template.json").read_text(encoding="utf-8"))["chat_template"]
+    _, processor = loaded("qwen2_5_vl")
+    messages = TEMPLATE_CASES[case]
+    ours = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    theirs = processor.apply_chat_template(messages, chat_template=released, tokenize=False,
+                                           add_generation_prompt=generation_prompt)
+    assert ours == theirs
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_checkpoints_are_small(checkpoint, family):
     for answer in (None, JSON_ANSWER):
