@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from qvl_core.engine.backend import open_backend
+from qvl_core.engine.backend import Backend, close_backend, open_backend
 from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, sampling_from_values
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError, UserError
@@ -43,7 +43,7 @@ def cmd_chat(ns: argparse.Namespace) -> int:
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
         label_media=len(ns.files) > 1,
     )
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     stats = None
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
@@ -68,7 +68,7 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     from qvl_core.parse.grounding import build_prompt
     from qvl_core.tasks.grounding import ground
 
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
     result = None
     with contextlib.closing(ground(session, ns.image, prompt, sampling=_sampling(ns),
@@ -135,7 +135,7 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     options = JobOptions(mode=mode, pages=ns.pages, dpi=ns.dpi, sampling=_sampling(ns),
                          max_image_tokens=ns.max_image_tokens or DEFAULT_DOC_IMAGE_TOKENS,
                          fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1)
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     cache = PageCache(out / ".qvl-cache", session, options)
     render = {"html": job_html, "md": job_markdown, "text": job_text,
               "json": lambda pages: json.dumps(job_json(pages), indent=2, ensure_ascii=False)}[ns.format]
@@ -171,7 +171,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
     from qvl_core.parse.timespans import format_timestamp
     from qvl_core.tasks.video import ask_video
 
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     budget = VideoBudget(fps=ns.fps, max_frames=ns.max_frames)
     answer = None
     shown = 0
@@ -251,8 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open(ns: argparse.Namespace) -> Backend:
+    """The command's backend, closed by `run` when the command ends (however it ends)."""
+    backend = open_backend(backend_options(ns))
+    ns.opened_backends.append(backend)
+    return backend
+
+
 def run(func: Callable[[argparse.Namespace], int], ns: argparse.Namespace) -> int:
     """Run a command; user-facing errors become one line on stderr and a non-zero exit."""
+    ns.opened_backends = []
     try:
         return func(ns)
     except (UserError, GenerationError) as exc:
@@ -261,6 +269,9 @@ def run(func: Callable[[argparse.Namespace], int], ns: argparse.Namespace) -> in
     except KeyboardInterrupt:
         print("qvl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for backend in ns.opened_backends:
+            close_backend(backend)
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from qvl_core.engine.backend import Backend, open_backend
+from qvl_core.engine.backend import Backend, close_backend, open_backend
 from qvl_core.errors import UserError
 from ui.config import ServeConfig, add_serve_args, serve_config
 from ui.shell import LAUNCH_KWARGS, build_demo
@@ -29,6 +29,7 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
     # never sent a video runs no extra process.
     demo = build_demo(backend, config)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
+    demo.backend = backend  # `launch` closes it when the server stops
     return demo
 
 
@@ -39,9 +40,19 @@ def launch_kwargs(config: ServeConfig) -> dict[str, Any]:
 
 
 def launch(config: ServeConfig, *, block: bool = True) -> gr.Blocks:
-    """Build the app and serve it. Returns the Blocks app."""
+    """Build the app and serve it. Returns the Blocks app.
+
+    With `block`, this returns when the server has stopped (Ctrl-C), and the backend is closed then (a
+    serving engine's client holds a connection pool); without it the caller owns `demo.backend`.
+    """
     demo = build_app(config)
-    demo.launch(prevent_thread_lock=not block, **launch_kwargs(config))
+    try:
+        demo.launch(prevent_thread_lock=not block, **launch_kwargs(config))
+    except BaseException:  # a port in use, Ctrl-C during start-up: nothing will use the backend
+        close_backend(demo.backend)
+        raise
+    if block:
+        close_backend(demo.backend)
     return demo
 
 

@@ -25,6 +25,8 @@ class Backend(Protocol):
       sizes the model saw (coordinates are mapped back with them), and closing the iterator cancels the
       generation (Gradio's Stop, a disconnected client).
     - user-caused failures raise `UserError`, everything else `GenerationError`; neither kills the backend.
+    - `close()` is optional: a backend holding connections (OpenAIBackend's HTTP pool) has one, and whoever
+      opened the backend calls `close_backend` when it shuts down.
     """
 
     @property
@@ -75,3 +77,10 @@ def open_backend(options: LoadOptions | BackendOptions) -> Backend:
     from qvl_core.engine.local import ModelSession
 
     return ModelSession(options.load)
+
+
+def close_backend(backend: object) -> None:
+    """Release what a backend holds (connections); one without a `close` method holds nothing to release."""
+    close = getattr(backend, "close", None)
+    if callable(close):
+        close()
