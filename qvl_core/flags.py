@@ -4,37 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 
-from qvl_core.engine import sampling
 from qvl_core.engine.backend import BACKEND_KINDS, DEFAULT_API_TIMEOUT_S, BackendOptions
 from qvl_core.engine.loading import ATTN_CHOICES, DTYPE_CHOICES, QUANT_CHOICES, LoadOptions
-from qvl_core.errors import UserError
-from qvl_core.media import documents, images
-from qvl_core.media.video import plan as video_plan
-from qvl_core.settings import env_float
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Input limits of one app. The module constants hold the defaults (their QVL_* variables already applied);
-    `apply` makes these values the ones every check reads (call it once at startup, before building the UI)."""
-
-    max_image_pixels: int = images.MAX_IMAGE_PIXELS
-    max_pdf_pages: int = documents.MAX_PDF_PAGES
-    max_video_seconds: float = video_plan.DEFAULT_MAX_DURATION_S
-    max_new_tokens: int = sampling.MAX_NEW_TOKENS_LIMIT
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if isinstance(value, bool) or not value > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}.")
-
-    def apply(self) -> None:
-        images.MAX_IMAGE_PIXELS = self.max_image_pixels  # read at call time by every image check (TIFF frames too)
-        documents.MAX_PDF_PAGES = self.max_pdf_pages
-        video_plan.DEFAULT_MAX_DURATION_S = self.max_video_seconds
-        sampling.MAX_NEW_TOKENS_LIMIT = self.max_new_tokens
+from qvl_core.settings import LIMIT_FLAGS, Limits, env_float
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -79,26 +52,32 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_limit_args(p: argparse.ArgumentParser) -> None:
-    """Input limits; each default is the module constant, which its QVL_* variable has already set."""
-    p.add_argument("--max-image-pixels", type=int, default=images.MAX_IMAGE_PIXELS,
-                   help="images above this many pixels are refused before decoding (env QVL_MAX_IMAGE_PIXELS)")
-    p.add_argument("--max-pdf-pages", type=int, default=documents.MAX_PDF_PAGES,
-                   help="pages per document job (env QVL_MAX_PDF_PAGES)")
-    p.add_argument("--max-video-seconds", type=float, default=video_plan.DEFAULT_MAX_DURATION_S,
-                   help="longer videos are refused (env QVL_MAX_VIDEO_SECONDS)")
-    p.add_argument("--max-new-tokens-limit", type=int, default=sampling.MAX_NEW_TOKENS_LIMIT,
-                   help="the highest max new tokens a request may ask for (env QVL_MAX_NEW_TOKENS)")
+    """Input limits (`Limits`); each default is the named default with its QVL_* variable applied, read now."""
+    env = Limits.from_env()
+    helps = {"max_image_pixels": "images above this many pixels are refused before decoding",
+             "max_pdf_pages": "pages per document job",
+             "max_video_seconds": "longer videos are refused",
+             "max_new_tokens": "the highest max new tokens a request may ask for"}
+    for name, (flag, var) in LIMIT_FLAGS.items():
+        p.add_argument(flag, type=float if name == "max_video_seconds" else int,
+                       default=getattr(env, name), help=f"{helps[name]} (env {var})")
 
 
 def load_options(ns: argparse.Namespace) -> LoadOptions:
     return LoadOptions(model=ns.model, device=ns.device, dtype=ns.dtype, attn=ns.attn, quantization=ns.quantization)
 
 
-def backend_options(ns: argparse.Namespace) -> BackendOptions:
+def backend_options(ns: argparse.Namespace, limits: Limits | None = None) -> BackendOptions:
+    """The backend the flags describe, checking requests against `limits` (default: the QVL_* variables)."""
     return BackendOptions(load=load_options(ns), kind=ns.backend, api_base=ns.api_base, api_key=ns.api_key,
-                          family=ns.family, api_timeout_s=ns.api_timeout, api_flavor=ns.api_flavor)
+                          family=ns.family, api_timeout_s=ns.api_timeout, api_flavor=ns.api_flavor,
+                          limits=limits or Limits.from_env())
 
 
 def limits_from(ns: argparse.Namespace) -> Limits:
-    return Limits(max_image_pixels=ns.max_image_pixels, max_pdf_pages=ns.max_pdf_pages,
-                  max_video_seconds=ns.max_video_seconds, max_new_tokens=ns.max_new_tokens_limit)
+    """The one `Limits` of the flags `add_limit_args` added (validated: a message names the bad flag)."""
+    return Limits(**{name: getattr(ns, _dest(flag)) for name, (flag, _var) in LIMIT_FLAGS.items()})
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")  # argparse's rule: --max-new-tokens-limit -> max_new_tokens_limit

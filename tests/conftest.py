@@ -127,6 +127,7 @@ class RecordingBackend:
 
     family = property(lambda self: self.inner.family)
     model_id = property(lambda self: self.inner.model_id)
+    limits = property(lambda self: self.inner.limits)
 
     def load(self):
         return self.inner.load()

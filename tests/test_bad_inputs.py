@@ -19,8 +19,9 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from qvl_core.engine.local import ModelSession
 from qvl_core.errors import UserError
-from qvl_core.flags import Limits
+from qvl_core.settings import Limits
 from qvl_core.tasks.conversation import Conversation
 from qvl_core.tasks.documents import MODES
 from tests.conftest import ROOT
@@ -189,7 +190,7 @@ def test_chat_tab_invalid_sampling(session, values, message):
     _chat_works(session)
 
 
-# ---- limits set by flags (the same module constants every check reads) --------------------------------
+# ---- limits set by flags (one Limits, held by the backend, read by every check) -----------------------
 def _flags(*argv: str):
     p = argparse.ArgumentParser()
     add_serve_args(p)
@@ -204,6 +205,9 @@ def test_limit_flags_and_environment(monkeypatch):
     assert cfg.cache_ttl_s == 60 and cfg.allow_url_media == ("a.example", "b.example")
     with pytest.raises(UserError, match="--max-pdf-pages must be positive, got 0"):
         _flags("--max-pdf-pages", "0")
+    with pytest.raises(UserError, match=r"--max-new-tokens-limit must be positive, got -5 \(env QVL_MAX_NEW_TOKENS\)"):
+        _flags("--max-new-tokens-limit", "-5")
+    assert cfg.backend.limits is cfg.limits  # the one object the backend checks with
     with pytest.raises(UserError, match="--cache-ttl must be at least 1 second"):
         _flags("--cache-ttl", "0")
     monkeypatch.setenv("QVL_CACHE_TTL", "120")
@@ -213,25 +217,23 @@ def test_limit_flags_and_environment(monkeypatch):
 
 
 def test_limits_from_flags_reach_every_tab(session, bad, tmp_path):
-    """Refusals name the limit and the value that broke it, for limits set at startup."""
+    """Refusals name the limit and the value that broke it, for limits set at startup (on the backend)."""
     small = tmp_path / "small.png"
     Image.new("RGB", (1200, 1000), "white").save(small)
-    Limits(max_image_pixels=1_000_000, max_pdf_pages=1, max_video_seconds=2.0, max_new_tokens=200).apply()
-    try:
-        with pytest.raises(gr.Error, match=r"1200x1000 = 1.2 MP, over the limit of 1 MP \(QVL_MAX_IMAGE_PIXELS\)"):
-            _chat(session, "look", [str(small)], SMALL)
-        with pytest.raises(gr.Error, match=r"1200x1000 = 1.2 MP, over the limit of 1 MP"):
-            drain(GroundingTab(session).run(str(small), "Detect", "thing", "", 1280, *SMALL))
-        with pytest.raises(gr.Error, match=r"2 pages, over the limit of 1 pages? per job"):
-            drain(DocumentsTab(session).run([str(bad / "good.pdf")], MODES[0], "", "", 150, 256, *SMALL,
-                                            **NO_PROGRESS))
-        with pytest.raises(gr.Error, match=r"'clock.mp4' lasts 8 s, over the limit of 2 s \(QVL_MAX_VIDEO_SECONDS\)"):
-            drain(VideoTab(session).run(str(CLOCK), "Describe", "", "", 2.0, 8, 64, 4096, None, None, *SMALL))
-        with pytest.raises(gr.Error, match=r"max_new_tokens must be between 1 and 200, got 256 .*QVL_MAX_NEW_TOKENS"):
-            _chat(session, "hi", [])
-    finally:
-        Limits().apply()
-    _chat_works(session)
+    limits = Limits(max_image_pixels=1_000_000, max_pdf_pages=1, max_video_seconds=2.0, max_new_tokens=200)
+    limited = ModelSession(session.options, loaded=session.loaded, limits=limits)
+    with pytest.raises(gr.Error, match=r"1200x1000 = 1.2 MP, over the limit of 1 MP \(QVL_MAX_IMAGE_PIXELS\)"):
+        _chat(limited, "look", [str(small)], SMALL)
+    with pytest.raises(gr.Error, match=r"1200x1000 = 1.2 MP, over the limit of 1 MP"):
+        drain(GroundingTab(limited).run(str(small), "Detect", "thing", "", 1280, *SMALL))
+    with pytest.raises(gr.Error, match=r"2 pages, over the limit of 1 pages? per job"):
+        drain(DocumentsTab(limited).run([str(bad / "good.pdf")], MODES[0], "", "", 150, 256, *SMALL,
+                                        **NO_PROGRESS))
+    with pytest.raises(gr.Error, match=r"'clock.mp4' lasts 8 s, over the limit of 2 s \(QVL_MAX_VIDEO_SECONDS\)"):
+        drain(VideoTab(limited).run(str(CLOCK), "Describe", "", "", 2.0, 8, 64, 4096, None, None, *SMALL))
+    with pytest.raises(gr.Error, match=r"max_new_tokens must be between 1 and 200, got 256 .*QVL_MAX_NEW_TOKENS"):
+        _chat(limited, "hi", [])
+    _chat_works(session)  # the shared session kept its own limits: nothing global was changed
 
 
 # ---- tier 3: the API endpoints of the launched app ----------------------------------------------------

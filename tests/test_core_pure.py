@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qvl_core.engine.messages import Media, Turn, build_messages, media_kind
-from qvl_core.engine.sampling import MAX_NEW_TOKENS_LIMIT, SamplingParams, sampling_from_values
+from qvl_core.engine.sampling import SamplingParams, sampling_from_values, validate_sampling
 from qvl_core.errors import UserError
 from qvl_core.families import FAMILIES, family_for
 from qvl_core.media.images import PixelBudget, fit_aspect, prepare_image, smart_resize
 from qvl_core.media.video import VideoBudget, frame_indices
+from qvl_core.settings import DEFAULT_MAX_NEW_TOKENS_LIMIT as MAX_NEW_TOKENS_LIMIT
 from qvl_core.tasks.conversation import MAX_MEDIA_PER_MESSAGE, Conversation
 from ui.config import add_serve_args, serve_config
 
@@ -48,7 +49,7 @@ def test_unknown_family_names_what_is_supported():
 ])
 def test_invalid_sampling_values_name_the_limit(field, value, message):
     with pytest.raises(UserError, match=message):
-        SamplingParams(**{field: value})
+        validate_sampling(SamplingParams(**{field: value}), max_new_tokens=MAX_NEW_TOKENS_LIMIT)
 
 
 def test_sampling_from_slider_values():

@@ -928,11 +928,9 @@ def test_single_images(doc_dir):
     assert deep.image.mode == "RGB" and deep.image.size == (40, 30)
 
 
-def test_tiff_frames_respect_the_image_pixel_limit(doc_dir, monkeypatch):
-    from qvl_core.media import images
-
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 5_000)
-    pages = docs.load_document(doc_dir / "scan.tiff", pages="3,1")  # frame 3 is 2,500 px, frame 1 is 9,600 px
+def test_tiff_frames_respect_the_image_pixel_limit(doc_dir):
+    # frame 3 is 2,500 px, frame 1 is 9,600 px
+    pages = docs.load_document(doc_dir / "scan.tiff", pages="3,1", max_frame_pixels=5_000)
     with pytest.raises(UserError, match=r"^Page 1 of TIFF 'scan\.tiff' is 120x80 = 0\.0 MP, over the limit"):
         next(pages)
 

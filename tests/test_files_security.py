@@ -14,7 +14,6 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from qvl_core.flags import Limits
 from tests.conftest import ROOT, free_port
 from ui import files as app_files
 from ui.config import ServeConfig
@@ -43,7 +42,6 @@ def served(make_session):
     yield launch
     for demo in demos:
         demo.close()
-    Limits().apply()  # back to the defaults for the modules that follow
 
 
 @pytest.fixture(scope="module")

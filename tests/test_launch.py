@@ -5,28 +5,34 @@ from __future__ import annotations
 import argparse
 
 import gradio as gr
+import pytest
 
-from qvl_core.engine import sampling
-from qvl_core.media import documents, images
-from qvl_core.media.video import plan as video_plan
+from qvl_core.engine.local import ModelSession
+from qvl_core.settings import Limits
 from ui.config import add_serve_args, serve_config
 from ui.launch import build_app
 
 
-def test_limit_flags_reach_every_check_and_the_sliders(make_session, monkeypatch):
+def test_limit_flags_reach_every_check_and_the_sliders(make_session):
     """Regression: build_app built the UI without the config, so --max-* flags were parsed and then ignored."""
-    for module, name in ((images, "MAX_IMAGE_PIXELS"), (documents, "MAX_PDF_PAGES"),
-                         (video_plan, "DEFAULT_MAX_DURATION_S"), (sampling, "MAX_NEW_TOKENS_LIMIT")):
-        monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
     parser = argparse.ArgumentParser()
     add_serve_args(parser)
     config = serve_config(parser.parse_args(["--max-image-pixels", "1000000", "--max-pdf-pages", "3",
                                              "--max-video-seconds", "60", "--max-new-tokens-limit", "512"]))
-    demo = build_app(config, make_session())
-    assert (images.MAX_IMAGE_PIXELS, documents.MAX_PDF_PAGES, video_plan.DEFAULT_MAX_DURATION_S,
-            sampling.MAX_NEW_TOKENS_LIMIT) == (1_000_000, 3, 60, 512)
+    assert config.limits == Limits(max_image_pixels=1_000_000, max_pdf_pages=3, max_video_seconds=60.0,
+                                   max_new_tokens=512)
+    # The backend the config describes checks with the same object (build_app opens it from there).
+    assert config.backend_options().limits is config.limits
+    tiny = make_session()
+    backend = ModelSession(config.load, loaded=tiny.loaded, limits=config.backend_options().limits)
+    demo = build_app(config, backend)
     sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Max new tokens"]
     assert len(sliders) >= 4 and {s.maximum for s in sliders} == {512}
+    files = [b for b in demo.blocks.values() if isinstance(b, gr.File) and b.elem_id == "doc-files"]
+    assert files and "up to 3 pages per job" in files[0].label
+    # A backend opened with other limits would leave the flags unenforced: refused, naming the argument.
+    with pytest.raises(ValueError, match="config.limits"):
+        build_app(config, tiny)
 
 
 def test_no_video_worker_until_a_video_arrives(make_session, media_dir):

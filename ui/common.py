@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from qvl_core.engine import sampling
 from qvl_core.engine.sampling import (
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SAMPLING,
     MAX_REPETITION_PENALTY,
     MAX_TEMPERATURE,
     MAX_TOP_K,
@@ -49,18 +49,19 @@ class SamplingControls:
     seed: gr.Number
 
     @classmethod
-    def render(cls, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SamplingControls:
+    def render(cls, *, limit: int, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SamplingControls:
+        """The sliders at the defaults of `DEFAULT_SAMPLING` (`max_new_tokens`: the tab's task default), the
+        max-new-tokens slider ending at the app's `limit` (`Limits.max_new_tokens`)."""
+        values = default_sampling_values(min(max_new_tokens, limit))
         return cls(
-            # Read when the UI is built: --max-new-tokens-limit sets it at startup.
-            max_new_tokens=gr.Slider(1, sampling.MAX_NEW_TOKENS_LIMIT, value=min(max_new_tokens,
-                                     sampling.MAX_NEW_TOKENS_LIMIT), step=1, label="Max new tokens"),
-            temperature=gr.Slider(0, MAX_TEMPERATURE, value=0.0, step=0.05,
+            max_new_tokens=gr.Slider(1, limit, value=values[0], step=1, label="Max new tokens"),
+            temperature=gr.Slider(0, MAX_TEMPERATURE, value=values[1], step=0.05,
                                   label="Temperature", info="0 = greedy (deterministic)"),
-            top_p=gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p"),
-            top_k=gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k", info="0 = off"),
-            repetition_penalty=gr.Slider(1.0, MAX_REPETITION_PENALTY, value=1.05, step=0.01,
+            top_p=gr.Slider(0.05, 1.0, value=values[2], step=0.01, label="Top-p"),
+            top_k=gr.Slider(0, MAX_TOP_K, value=values[3], step=1, label="Top-k", info="0 = off"),
+            repetition_penalty=gr.Slider(1.0, MAX_REPETITION_PENALTY, value=values[4], step=0.01,
                                          label="Repetition penalty"),
-            seed=gr.Number(value=-1, precision=0, label="Seed", info="-1 = random"),
+            seed=gr.Number(value=values[5], precision=0, label="Seed", info="-1 = random"),
         )
 
     @property
@@ -72,6 +73,20 @@ def gpu_event(concurrency: int = 1) -> dict[str, Any]:
     """Event settings that put a handler in the one GPU queue, `concurrency` requests at a time: 1 for the model
     in this process, more for a serving engine, which batches whatever it is sent."""
     return {"concurrency_id": GPU_QUEUE, "concurrency_limit": concurrency}
+
+
+def default_sampling_values(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple:
+    """`DEFAULT_SAMPLING` as control values, in `to_sampling`'s order (seed None is the UI's -1)."""
+    d = DEFAULT_SAMPLING
+    return (max_new_tokens, d.temperature, d.top_p, d.top_k, d.repetition_penalty, -1 if d.seed is None else d.seed)
+
+
+def api_sampling_inputs(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[gr.Number]:
+    """An API endpoint's sampling parameters, in `to_sampling`'s order, defaulting to `DEFAULT_SAMPLING`."""
+    values = default_sampling_values(max_new_tokens)
+    names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+    whole = ("max_new_tokens", "top_k", "seed")
+    return [gr.Number(v, precision=0 if n in whole else None, label=n) for n, v in zip(names, values, strict=True)]
 
 
 def to_sampling(max_new_tokens: float, temperature: float, top_p: float, top_k: float,

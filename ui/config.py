@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 from qvl_core.engine.backend import BackendOptions
 from qvl_core.engine.loading import LoadOptions
 from qvl_core.errors import UserError
-from qvl_core.flags import Limits, add_limit_args, add_model_args, backend_options, limits_from, load_options
-from qvl_core.settings import env_int
+from qvl_core.flags import add_limit_args, add_model_args, backend_options, limits_from, load_options
+from qvl_core.settings import Limits, env_int
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_FILE_SIZE = "200mb"
@@ -20,7 +21,19 @@ DEFAULT_CONCURRENCY = {"transformers": 1, "openai": 16}
 MAX_CONCURRENCY = 256
 # Uploads and the files the tabs write are deleted this long after they were made (checked every tenth of it).
 DEFAULT_CACHE_TTL_S = 24 * 3600
+# --max-file-size: a whole number and a unit, as Gradio reads it (1 kb = 1024 b).
+FILE_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+_FILE_SIZE = re.compile(r"(\d+)\s*([a-z]*)")
 
+
+def parse_file_size(text: str | int) -> int:
+    """'200mb' -> bytes. We parse it ourselves: Gradio's private helper gave None for junk, which left URL
+    media without any size cap."""
+    match = _FILE_SIZE.fullmatch(str(text).strip().lower())
+    if match is None or match.group(2) not in ("", *FILE_SIZE_UNITS) or int(match.group(1)) <= 0:
+        raise UserError(f"--max-file-size must be a positive whole number with a unit (b, kb, mb, gb, tb), "
+                        f"e.g. 200mb; got {text!r} (env QVL_MAX_FILE_SIZE).")
+    return int(match.group(1)) * FILE_SIZE_UNITS[match.group(2) or "b"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +45,24 @@ class ServeConfig:
     auth: tuple[str, str] | None = None
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     queue_size: int = DEFAULT_QUEUE_SIZE
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits.from_env)  # the backend's own; the tabs read them from it
     cache_ttl_s: int = DEFAULT_CACHE_TTL_S
     # Hosts whose URLs may be fetched as media through the API; empty: URLs are refused.
     allow_url_media: tuple[str, ...] = ()
     backend: BackendOptions | None = None  # None: the in-process model described by `load`
     concurrency: int = 1  # requests the shared GPU queue runs at once (--concurrency)
+
+    def __post_init__(self) -> None:
+        parse_file_size(self.max_file_size)  # junk fails here, with the flag's name, not later as "no limit"
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The upload limit in bytes: Gradio's uploads and our URL media fetches both hold to it."""
+        return parse_file_size(self.max_file_size)
+
+    def backend_options(self) -> BackendOptions:
+        """How to open this app's backend: `backend` (or the in-process `load`), with this config's `limits`."""
+        return replace(self.backend or BackendOptions(load=self.load), limits=self.limits)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -87,7 +112,8 @@ def serve_config(ns: argparse.Namespace) -> ServeConfig:
     if ns.cache_ttl < 1:
         raise UserError(f"--cache-ttl must be at least 1 second, got {ns.cache_ttl}.")
     hosts = tuple(h.strip().lower() for h in (ns.allow_url_media or "").split(",") if h.strip())
+    limits = limits_from(ns)  # the one Limits of this app: the backend checks with it, the tabs read it there
     return ServeConfig(load=load_options(ns), host=ns.host, port=ns.port, share=ns.share, auth=auth,
-                       max_file_size=ns.max_file_size, queue_size=ns.queue_size, limits=limits_from(ns),
-                       cache_ttl_s=ns.cache_ttl, allow_url_media=hosts, backend=backend_options(ns),
+                       max_file_size=ns.max_file_size, queue_size=ns.queue_size, limits=limits,
+                       cache_ttl_s=ns.cache_ttl, allow_url_media=hosts, backend=backend_options(ns, limits),
                        concurrency=concurrency_from(ns))

@@ -23,7 +23,7 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
     `config.concurrency` requests share the GPU queue at once: 1 for the model in this process, more for a
     serving engine, which batches whatever it is sent (continuous batching).
     """
-    backend = backend or open_backend(config.backend or config.load)
+    backend = backend or open_backend(config.backend_options())
     backend.load()
     # No video decoder worker yet: the tabs start one when a video arrives (video.warm_up), so an app that is
     # never sent a video runs no extra process.
@@ -36,7 +36,7 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
 def launch_kwargs(config: ServeConfig) -> dict[str, Any]:
     """Everything `demo.launch` needs from the settings (shared by `qvl serve` and the Space)."""
     return dict(server_name=config.host, server_port=config.port, share=config.share, auth=config.auth,
-                max_file_size=config.max_file_size, footer_links=["api", "gradio"], **LAUNCH_KWARGS)
+                max_file_size=config.max_file_bytes, footer_links=["api", "gradio"], **LAUNCH_KWARGS)
 
 
 def launch(config: ServeConfig, *, block: bool = True) -> gr.Blocks:

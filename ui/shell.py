@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from qvl_core.engine.backend import Backend
-from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig
+from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig, parse_file_size
 from ui.files import guard_url_media, start_sweeper, sweep_interval
 from ui.tabs.chat import ChatTab
 from ui.tabs.documents import DocumentsTab
@@ -32,12 +32,14 @@ def header_markdown(session: Backend) -> str:
 def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks:
     """Build the whole UI around an already loaded session (nothing heavy happens here).
 
-    `config` brings the input limits (applied here, before any tab reads them), how many requests the GPU queue
-    runs at once, the lifetime of uploads and output files, and the hosts media URLs may come from; without it
-    the QVL_* defaults hold.
+    The input limits are the session's own (`session.limits`: every request is checked against them and the
+    tabs read them there); `config` must carry the same ones. `config` also brings how many requests the GPU
+    queue runs at once, the lifetime of uploads and output files, the upload size and the hosts media URLs may
+    come from; without it the defaults hold.
     """
-    if config is not None:  # without one, the limits stay as they are (the QVL_* defaults, or a caller's)
-        config.limits.apply()
+    if config is not None and config.limits != session.limits:
+        raise ValueError(f"config.limits ({config.limits}) differ from the session's ({session.limits}): open the "
+                         "backend with config.backend_options() so that one Limits governs the app.")
     st = session.status()
     ttl = config.cache_ttl_s if config else DEFAULT_CACHE_TTL_S
     concurrency = config.concurrency if config else 1
@@ -60,16 +62,7 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")
     guard_url_media(demo, config.allow_url_media if config else (),
-                    _bytes(config.max_file_size if config else DEFAULT_MAX_FILE_SIZE))
+                    config.max_file_bytes if config else parse_file_size(DEFAULT_MAX_FILE_SIZE))
     demo.sweeper_stop = start_sweeper(ttl)  # set it to stop sweeping (tests with a short lifetime do)
     return demo
 
-
-def _bytes(size: str) -> int | None:
-    """'200mb' -> bytes, as Gradio reads --max-file-size."""
-    from gradio.utils import _parse_file_size
-
-    try:
-        return _parse_file_size(size)
-    except (ValueError, TypeError):
-        return None

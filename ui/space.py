@@ -20,8 +20,8 @@ def space_backend(config: Any) -> Backend:
     """On ZeroGPU: load on the CPU and move to CUDA now (ZeroGPU's rule), generate inside `spaces.GPU`."""
     remote = config.backend is not None and config.backend.kind != "transformers"
     if remote or not zero_gpu():  # a serving engine needs no GPU here
-        return open_backend(config.backend or config.load)
-    session = ModelSession(replace(config.load, device="cuda", load_then_move=True))
+        return open_backend(config.backend_options())
+    session = ModelSession(replace(config.load, device="cuda", load_then_move=True), limits=config.limits)
     session.load()
     return ZeroGPUBackend(session)
 

@@ -10,6 +10,7 @@ from qvl_core.engine.loading import LoadOptions
 from qvl_core.engine.openai import DEFAULT_API_TIMEOUT_S
 from qvl_core.engine.types import Chunk, GenerationRequest, GenerationStats, SessionStatus
 from qvl_core.errors import UserError
+from qvl_core.settings import Limits
 
 if TYPE_CHECKING:
     from qvl_core.families import FamilySpec
@@ -24,6 +25,8 @@ class Backend(Protocol):
     - `stream` yields `Chunk`s; the last one carries `GenerationStats` whose `image_input_sizes` are the exact
       sizes the model saw (coordinates are mapped back with them), and closing the iterator cancels the
       generation (Gradio's Stop, a disconnected client).
+    - every request is checked against `limits` (max new tokens, image pixels, video duration) before any
+      model work, with a `UserError` naming the limit; callers read the same object for their own checks.
     - user-caused failures raise `UserError`, everything else `GenerationError`; neither kills the backend.
     - `close()` is optional: a backend holding connections (OpenAIBackend's HTTP pool) has one, and whoever
       opened the backend calls `close_backend` when it shuts down.
@@ -31,6 +34,9 @@ class Backend(Protocol):
 
     @property
     def family(self) -> FamilySpec: ...
+
+    @property
+    def limits(self) -> Limits: ...  # the app's input limits; every request is checked against them
 
     @property
     def model_id(self) -> str: ...
@@ -59,6 +65,7 @@ class BackendOptions:
     family: str | None = None  # for a served model whose family its name does not tell
     api_timeout_s: float = DEFAULT_API_TIMEOUT_S
     api_flavor: str = "auto"  # auto | vllm | transformers | openai: which extensions the server understands
+    limits: Limits = field(default_factory=Limits.from_env)  # read when the options are built, not at import
 
     def __post_init__(self) -> None:
         if self.kind not in BACKEND_KINDS:
@@ -73,10 +80,11 @@ def open_backend(options: LoadOptions | BackendOptions) -> Backend:
         from qvl_core.engine.openai import OpenAIBackend
 
         return OpenAIBackend(options.load.model or "", options.api_base or "", api_key=options.api_key,
-                             family=options.family, timeout_s=options.api_timeout_s, flavor=options.api_flavor)
+                             family=options.family, timeout_s=options.api_timeout_s, flavor=options.api_flavor,
+                             limits=options.limits)
     from qvl_core.engine.local import ModelSession
 
-    return ModelSession(options.load)
+    return ModelSession(options.load, limits=options.limits)
 
 
 def close_backend(backend: object) -> None:

@@ -22,6 +22,7 @@ from qvl_core.errors import GenerationError, UserError
 from qvl_core.families import FamilySpec
 from qvl_core.media.images import PixelBudget, PreparedImage
 from qvl_core.media.video import SampledVideo
+from qvl_core.settings import Limits
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ class PreparedInputs:
 class ModelSession:
     """The process-wide model session: load once (thread-safe), then one generation at a time on the GPU."""
 
-    def __init__(self, options: LoadOptions | None = None, *, loaded: LoadedModel | None = None) -> None:
+    def __init__(self, options: LoadOptions | None = None, *, loaded: LoadedModel | None = None,
+                 limits: Limits | None = None) -> None:
         self.options = options or LoadOptions()
+        self.limits = limits or Limits.from_env()  # checked by `prepare` for every request
         self._loaded = loaded
         self._load_lock = threading.Lock()
         self._gpu_lock = threading.Lock()  # one generation at a time, whoever calls (UI, API, CLI)
@@ -89,7 +92,7 @@ class ModelSession:
         conversation's videos; otherwise each video is sampled here with `request.video`.
         """
         lm = self.load()
-        plan, images, videos = prepare_media(request, lm.family, videos)
+        plan, images, videos = prepare_media(request, lm.family, videos, limits=self.limits)
         prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True)
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         # Our own resize already fixed every size; an open pixel range makes the processor's a no-op.

@@ -28,6 +28,7 @@ from qvl_core.errors import GenerationError, ModelLoadError, UserError
 from qvl_core.families import FAMILIES, FamilySpec, family_for
 from qvl_core.media.images import PixelBudget, PreparedImage
 from qvl_core.media.video import SampledVideo
+from qvl_core.settings import Limits
 
 log = logging.getLogger(__name__)
 DEFAULT_API_TIMEOUT_S = 600.0  # longest silence from a server, first token included (a long video prefill)
@@ -295,7 +296,7 @@ class OpenAIBackend:
     batches them); nothing is loaded here, so `peak_gpu_mb` is always None (we cannot see the server's GPU)."""
 
     def __init__(self, model: str, api_base: str, *, api_key: str | None = None, family: str | None = None,
-                 timeout_s: float = DEFAULT_API_TIMEOUT_S, flavor: str = "auto") -> None:
+                 timeout_s: float = DEFAULT_API_TIMEOUT_S, flavor: str = "auto", limits: Limits | None = None) -> None:
         import httpx
 
         if not model:
@@ -307,6 +308,7 @@ class OpenAIBackend:
         if not timeout_s > 0:
             raise UserError(f"--api-timeout must be a positive number of seconds, got {timeout_s}.")
         self._model = model
+        self.limits = limits or Limits.from_env()  # checked by `prepare` for every request
         self.api_base = api_base.rstrip("/")
         self.timeout_s = float(timeout_s)
         self._family_arg = family
@@ -443,7 +445,7 @@ class OpenAIBackend:
                 ) -> tuple[dict, tuple[PreparedImage, ...]]:
         """Decode, resize and sample exactly as ModelSession.prepare does, then build the request body."""
         info = self.load()
-        _plan, images, videos = prepare_media(request, self.family, videos)
+        _plan, images, videos = prepare_media(request, self.family, videos, limits=self.limits)
         return build_payload(self._model, self.family, request, images, videos, info.flavor), images
 
     # ---- generation --------------------------------------------------------------------------------

@@ -6,17 +6,22 @@ import math
 from dataclasses import asdict, dataclass
 
 from qvl_core.errors import UserError
-from qvl_core.settings import env_int
 
-# Named limits (the UI sliders and CLI flags use the same numbers).
-# A dense document page needs thousands; the context bounds the rest. `qvl serve --max-new-tokens-limit` sets it.
-MAX_NEW_TOKENS_LIMIT = env_int("QVL_MAX_NEW_TOKENS", 32768)
-DEFAULT_MAX_NEW_TOKENS = 1024
+# Named limits (the UI sliders and CLI flags use the same numbers). The highest max_new_tokens a request may ask
+# for is the app's `Limits.max_new_tokens` (--max-new-tokens-limit), checked where the request is prepared.
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
 MIN_REPETITION_PENALTY = 1.0
 MAX_REPETITION_PENALTY = 2.0
 MAX_SEED = 2**32 - 1
+# The one source of every sampling default (the CLI flags, the UI sliders and the API endpoints read these);
+# each task module names its own max_new_tokens default next to the task.
+DEFAULT_MAX_NEW_TOKENS = 1024
+DEFAULT_TEMPERATURE = 0.0  # greedy: reproducible answers, and grounding/parsing outputs stay well-formed
+DEFAULT_TOP_P = 1.0
+DEFAULT_TOP_K = 0  # off
+DEFAULT_REPETITION_PENALTY = 1.05
+DEFAULT_SEED: int | None = None  # the UI's -1
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,11 @@ class SamplingParams:
     """How to decode. temperature == 0 means greedy; seed None means non-reproducible."""
 
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.05
-    seed: int | None = None
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
+    seed: int | None = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         validate_sampling(self)
@@ -48,14 +53,15 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise UserError(f"{name} must be between {low} and {high}, got {value}.")
 
 
-def validate_sampling(p: SamplingParams) -> None:
-    """Raise UserError naming the first setting that is out of its limit."""
+def validate_sampling(p: SamplingParams, *, max_new_tokens: int | None = None) -> None:
+    """Raise UserError naming the first setting that is out of its limit. `max_new_tokens` is the app's limit
+    (`Limits.max_new_tokens`); None checks only what holds everywhere (a whole number from 1)."""
     if isinstance(p.max_new_tokens, bool) or not isinstance(p.max_new_tokens, int):
         raise UserError(f"max_new_tokens must be a whole number, got {p.max_new_tokens!r}.")
-    if p.max_new_tokens > MAX_NEW_TOKENS_LIMIT:
-        raise UserError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {p.max_new_tokens} "
+    if max_new_tokens is not None and p.max_new_tokens > max_new_tokens:
+        raise UserError(f"max_new_tokens must be between 1 and {max_new_tokens}, got {p.max_new_tokens} "
                         "(the limit is QVL_MAX_NEW_TOKENS / --max-new-tokens-limit).")
-    _check_range("max_new_tokens", p.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
+    _check_range("max_new_tokens", p.max_new_tokens, 1, max_new_tokens or p.max_new_tokens)
     _check_range("temperature", p.temperature, 0.0, MAX_TEMPERATURE)
     _check_range("top_p", p.top_p, 0.0, 1.0)
     if p.top_p == 0.0:
@@ -69,6 +75,10 @@ def validate_sampling(p: SamplingParams) -> None:
         if isinstance(p.seed, bool) or not isinstance(p.seed, int):
             raise UserError(f"seed must be a whole number, got {p.seed!r}.")
         _check_range("seed", p.seed, 0, MAX_SEED)
+
+
+# Every default in one object: what a request without sampling settings gets, and what every surface shows.
+DEFAULT_SAMPLING = SamplingParams()
 
 
 def sampling_from_values(**values: object) -> SamplingParams:

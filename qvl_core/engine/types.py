@@ -24,6 +24,9 @@ class GenerationRequest:
     max_image_tokens: int | None = None  # None: the default budget (images.DEFAULT_MAX_IMAGE_TOKENS)
     min_image_tokens: int | None = None
     video: VideoBudget = field(default_factory=VideoBudget)
+    # None: images are uploads, held to the app's `Limits.max_image_pixels`. A document job sets its page limit
+    # here for the pages it rendered itself (a 150-dpi A4 page is 2.2 MP, whatever the upload limit is).
+    image_pixel_limit: int | None = None
     label_media: bool = False
     # Handle for a later prefix (KV) cache: follow-ups in one conversation can reuse its prompt.
     conversation_id: str | None = None

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from qvl_core.engine.types import collect
-from qvl_core.settings import env_int
+from qvl_core.settings import Limits, env_int
 
 if TYPE_CHECKING:
     from qvl_core.engine.local import ModelSession, PreparedInputs
@@ -87,6 +87,10 @@ class ZeroGPUBackend:
     @property
     def model_id(self) -> str:
         return self.session.model_id
+
+    @property
+    def limits(self) -> Limits:
+        return self.session.limits
 
     def load(self) -> Any:
         return self.session.load()

@@ -21,13 +21,12 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qvl_core.errors import UserError
-from qvl_core.media import images
-from qvl_core.media.images import MAX_IMAGE_PIXELS, open_image
-from qvl_core.settings import env_int
+from qvl_core.media.images import open_image
+from qvl_core.settings import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PDF_PAGES, env_int
 
 # --- Named limits ---------------------------------------------------------------------------------
-# Pages per job (PDF pages or TIFF frames); a page range selects fewer from a longer file.
-MAX_PDF_PAGES = env_int("QVL_MAX_PDF_PAGES", 50)  # `qvl serve --max-pdf-pages` sets it at startup
+# Pages per job (PDF pages or TIFF frames) are the app's `Limits.max_pdf_pages`, passed to `load_document`;
+# a page range selects fewer from a longer file.
 DEFAULT_DPI = 150  # enough for body text; 300 dpi quadruples pixels and the model resizes them away anyway
 MIN_DPI = 50
 MAX_DPI = 300
@@ -36,7 +35,7 @@ MAX_DPI = 300
 MAX_PAGE_PIXELS = 20_000_000
 # A 600-dpi A3 scan is ~70 MP: legitimate for a page. Page images may be this large (twice the chat limit)
 # and are downscaled to MAX_PAGE_PIXELS right after decoding instead of being refused.
-MAX_PAGE_SOURCE_PIXELS = env_int("QVL_MAX_PAGE_SOURCE_PIXELS", 2 * MAX_IMAGE_PIXELS)
+MAX_PAGE_SOURCE_PIXELS = env_int("QVL_MAX_PAGE_SOURCE_PIXELS", 2 * DEFAULT_MAX_IMAGE_PIXELS)
 PDF_SUFFIXES = (".pdf",)
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_DOC_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", *TIFF_SUFFIXES)
@@ -224,7 +223,11 @@ def count_pages(path: str | os.PathLike[str]) -> int:
 
 def open_page_image(path: str | os.PathLike[str]) -> Image.Image:
     """A page image decoded (bomb-checked against MAX_PAGE_SOURCE_PIXELS) and downscaled to MAX_PAGE_PIXELS."""
-    img = open_image(path, max_pixels=MAX_PAGE_SOURCE_PIXELS)
+    return _fit_page(open_image(path, max_pixels=MAX_PAGE_SOURCE_PIXELS))
+
+
+def _fit_page(img: Image.Image) -> Image.Image:
+    """Downscale a decoded page to MAX_PAGE_PIXELS (the bound every page, rendered or decoded, is held to)."""
     w, h = img.size
     if w * h > MAX_PAGE_PIXELS:
         scale = math.sqrt(MAX_PAGE_PIXELS / (w * h))
@@ -233,11 +236,14 @@ def open_page_image(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pages: str | None = None,
-                  max_pages: int | None = None, clamp_pages: bool = False) -> Iterator[DocumentPage]:
+                  max_pages: int = DEFAULT_MAX_PDF_PAGES, max_frame_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  clamp_pages: bool = False) -> Iterator[DocumentPage]:
     """Pages of a PDF or image file as `DocumentPage`s, in page order, one at a time.
 
     `pages` is a user's page range ('1-5', '2,4', 'all'/None). Everything that can be checked before
     rendering is checked now, so a bad file, range or limit raises UserError at the call, not mid-job.
+    `max_pages` and `max_frame_pixels` (a TIFF frame's pixels) are the app's `Limits` (max_pdf_pages,
+    max_image_pixels).
     """
     _check_dpi(dpi)
     p, name = _check_file(path)
@@ -245,7 +251,6 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
     paged = suffix in PDF_SUFFIXES or suffix in TIFF_SUFFIXES
     n_pages = count_pages(p) if paged else 1  # a PNG/JPEG is decoded once, below, not also to count it
     indices = parse_page_range(pages, n_pages, clamp=clamp_pages)
-    max_pages = MAX_PDF_PAGES if max_pages is None else max_pages
     if len(indices) > max_pages:
         what = "the selected range has" if pages and pages.strip().lower() not in ("all", "*") else "it has"
         raise UserError(
@@ -255,7 +260,7 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
     if suffix in PDF_SUFFIXES:
         images = render_pdf(p, dpi=dpi, pages=indices)
     elif suffix in TIFF_SUFFIXES and n_pages > 1:
-        images = _tiff_frames(p, name, indices)
+        images = _tiff_frames(p, name, indices, max_frame_pixels)
     else:
         images = iter([open_page_image(p)])  # decoded now: a damaged image fails at the call
     return _pages(images, indices, name, n_pages)
@@ -283,8 +288,8 @@ def _open_tiff(p: Path, name: str) -> Image.Image:
         raise UserError(f"TIFF {name!r} is damaged or too large: {exc}.") from None
 
 
-def _tiff_frames(p: Path, name: str, indices: list[int]) -> Iterator[Image.Image]:
-    """Every selected frame of a multi-page TIFF, decoded one at a time, with the image module's pixel limit."""
+def _tiff_frames(p: Path, name: str, indices: list[int], limit: int) -> Iterator[Image.Image]:
+    """Every selected frame of a multi-page TIFF, decoded one at a time, each within `limit` pixels."""
     img = _open_tiff(p, name)
     try:
         for i in indices:
@@ -293,7 +298,6 @@ def _tiff_frames(p: Path, name: str, indices: list[int]) -> Iterator[Image.Image
                 w, h = img.size
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is damaged: {exc}.") from None
-            limit = images.MAX_IMAGE_PIXELS  # read now: --max-image-pixels sets it at startup
             if w * h > limit:  # checked from the frame header, before decoding it
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the "
                                 f"limit of {limit / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
@@ -302,7 +306,7 @@ def _tiff_frames(p: Path, name: str, indices: list[int]) -> Iterator[Image.Image
                 frame.load()
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is damaged: {exc}.") from None
-            yield _frame_to_rgb(ImageOps.exif_transpose(frame) or frame)
+            yield _fit_page(_frame_to_rgb(ImageOps.exif_transpose(frame) or frame))
     finally:
         img.close()
 

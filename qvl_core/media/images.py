@@ -12,11 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
-from qvl_core.settings import env_int
 
-# Named limits. Pixels of the ORIGINAL file, checked from the header before decoding.
-# ~8000x8000; above: refused as a decompression bomb. `qvl serve --max-image-pixels` sets it at startup.
-MAX_IMAGE_PIXELS = env_int("QVL_MAX_IMAGE_PIXELS", 64_000_000)
+# Named limits. The pixel limit of an uploaded file is the app's `Limits.max_image_pixels`, passed to `open_image`.
 MAX_ASPECT_RATIO = 200  # the model's resizer refuses more extreme shapes
 # Visual-token budget per image (one token covers factor x factor pixels).
 DEFAULT_MIN_IMAGE_TOKENS = 4
@@ -77,10 +74,9 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_p
     return max(h_bar, factor), max(w_bar, factor)
 
 
-def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
-    """Decode an image file to RGB, EXIF-rotated. Refuses bombs (over `max_pixels`, default MAX_IMAGE_PIXELS
-    as set at startup) by reading the header first."""
-    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+def open_image(path: str | os.PathLike[str], *, max_pixels: int) -> Image.Image:
+    """Decode an image file to RGB, EXIF-rotated. Refuses bombs (over `max_pixels`: the app's
+    `Limits.max_image_pixels` for uploads) by reading the header first."""
     p = Path(path)
     name = p.name
     if not p.is_file():

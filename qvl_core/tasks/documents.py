@@ -26,7 +26,7 @@ from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats
 from qvl_core.errors import GenerationError, UserError
-from qvl_core.media.documents import DEFAULT_DPI, MAX_PDF_PAGES, DocumentPage, load_document
+from qvl_core.media.documents import DEFAULT_DPI, MAX_PAGE_PIXELS, DocumentPage, load_document
 from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
 from qvl_core.parse.layout import LayoutBlock, extract_layout
 from qvl_core.parse.markdown import html_to_markdown, html_to_text
@@ -191,7 +191,7 @@ class JobOptions:
     mode: str = MODES[0]
     pages: str | None = None
     dpi: float = DEFAULT_DPI
-    max_pages: int = MAX_PDF_PAGES
+    max_pages: int | None = None  # None: the backend's `limits.max_pdf_pages`; a smaller number may narrow it
     max_image_tokens: int = DEFAULT_DOC_IMAGE_TOKENS
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS))
     fields: FieldSpec | None = None
@@ -212,8 +212,10 @@ def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdi
     """Generate one page: yields (text so far, None) while streaming, then (text, PageResult)."""
     path = workdir / f"page-{page.page_number:04d}.png"
     page.image.save(path, compress_level=1)  # fast: the session decodes it once more, right away
+    # The page was rendered (or decoded and downscaled) here, within MAX_PAGE_PIXELS: the upload limit is for
+    # files people send, and this one is ours.
     request = GenerationRequest(turns=(user_turn(options.prompt(), [str(path)]),), sampling=options.sampling,
-                                max_image_tokens=options.max_image_tokens)
+                                max_image_tokens=options.max_image_tokens, image_pixel_limit=MAX_PAGE_PIXELS)
     raw = ""
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
@@ -341,9 +343,11 @@ def run_job(session: Backend, paths: Sequence[str | Path], options: JobOptions, 
             docs.append((p, _pages_in(p, options)))
         except UserError as exc:
             errors.append(_named(Path(p).name, exc))
+    limits = session.limits
+    max_pages = limits.max_pdf_pages if options.max_pages is None else min(options.max_pages, limits.max_pdf_pages)
     total = sum(n for _p, n in docs)
-    if total > options.max_pages:
-        raise UserError(f"This job has {total} pages, over the limit of {options.max_pages} pages per job "
+    if total > max_pages:
+        raise UserError(f"This job has {total} pages, over the limit of {max_pages} pages per job "
                         "(QVL_MAX_PDF_PAGES). Choose a page range or fewer files.")
     done: list[PageResult] = []
     with tempfile.TemporaryDirectory(prefix="qvl-doc-") as tmp:
@@ -351,8 +355,8 @@ def run_job(session: Backend, paths: Sequence[str | Path], options: JobOptions, 
         for path, _n in docs:
             name = Path(path).name
             try:
-                pages_iter = load_document(path, dpi=options.dpi, pages=options.pages, max_pages=options.max_pages,
-                                           clamp_pages=options.clamp_pages)
+                pages_iter = load_document(path, dpi=options.dpi, pages=options.pages, max_pages=max_pages,
+                                           max_frame_pixels=limits.max_image_pixels, clamp_pages=options.clamp_pages)
                 with contextlib.closing(pages_iter):
                     for page in pages_iter:
                         label = f"{name} · page {page.page_number}/{page.n_pages}"

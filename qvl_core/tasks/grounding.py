@@ -64,7 +64,7 @@ def ground(session: Backend, image: str | Path, prompt: str, *, sampling: Sampli
     The input size comes from the processor's own grid for this image (checked in the session), so the
     per-family coordinate map is exact, never guessed.
     """
-    open_image(image)  # fail fast, before queueing for the GPU, on a bad file
+    open_image(image, max_pixels=session.limits.max_image_pixels)  # fail fast, before queueing for the GPU
     request = GenerationRequest(
         turns=(user_turn(prompt, [str(image)]),),
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS),

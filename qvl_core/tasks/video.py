@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qvl_core.engine.backend import Backend
+from qvl_core.engine.inputs import video_budget
 from qvl_core.engine.messages import Media, Turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import GenerationRequest, GenerationStats
@@ -89,7 +90,7 @@ def ask_video(session: Backend, video: str | Path, prompt: str, *, budget: Video
               start: float | None = None, end: float | None = None, sampling: SamplingParams | None = None
               ) -> Iterator[VideoStep]:
     """Sample the clip once (the same sampler as Chat), stream the answer, then parse its times."""
-    budget = budget or VideoBudget()
+    budget = video_budget(budget or VideoBudget(), session.limits)  # the app's duration limit
     sampled = sample_frames(video, session.family, budget, start=start, end=end)
     request = GenerationRequest(
         turns=(Turn("user", prompt, (Media("video", str(video)),)),),

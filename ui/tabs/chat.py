@@ -23,6 +23,7 @@ from qvl_core.parse.safe_markdown import safe_markdown
 from qvl_core.tasks.conversation import Conversation
 from ui.common import (
     SamplingControls,
+    api_sampling_inputs,
     format_stats,
     gpu_event,
     image_tokens_slider,
@@ -132,7 +133,7 @@ def grounding_figure(session: Backend, conv: Conversation, text: str, stats: Gen
     if not detections:
         return None
     out = output_dir("qvl-chat-") / "grounding.png"
-    draw_detections(open_image(images[-1].path), detections).save(out)
+    draw_detections(open_image(images[-1].path, max_pixels=session.limits.max_image_pixels), detections).save(out)
     return str(out)
 
 
@@ -230,7 +231,7 @@ class ChatTab:
                 max_frames = gr.Slider(2, MAX_FRAMES_LIMIT, value=DEFAULT_MAX_FRAMES, step=2, label="Max video frames")
             label_media = gr.Checkbox(False, label='Label media ("Picture 1:", "Video 1:") so you can refer to them')
             with gr.Row():
-                sampling = SamplingControls.render()
+                sampling = SamplingControls.render(limit=self.session.limits.max_new_tokens)
         examples = _examples()
         if examples:
             gr.Examples(examples=examples, inputs=[box], label="Examples (media made by this project)")
@@ -258,12 +259,7 @@ class ChatTab:
             api_inputs = [
                 gr.MultimodalTextbox(file_count="multiple", label="message"),
                 gr.Textbox(DEFAULT_SYSTEM, label="system", placeholder=SYSTEM_PLACEHOLDER),
-                gr.Number(DEFAULT_MAX_NEW_TOKENS, precision=0, label="max_new_tokens"),
-                gr.Number(0.0, label="temperature"),
-                gr.Number(1.0, label="top_p"),
-                gr.Number(0, precision=0, label="top_k"),
-                gr.Number(1.05, label="repetition_penalty"),
-                gr.Number(-1, precision=0, label="seed"),
+                *api_sampling_inputs(DEFAULT_MAX_NEW_TOKENS),
                 gr.Number(DEFAULT_MAX_IMAGE_TOKENS, precision=0, label="max_image_tokens"),
                 gr.Number(DEFAULT_FPS, label="fps"),
                 gr.Number(DEFAULT_MAX_FRAMES, precision=0, label="max_frames"),

@@ -12,7 +12,6 @@ import gradio as gr
 from qvl_core.draw import draw_layout
 from qvl_core.engine.backend import Backend
 from qvl_core.errors import UserError
-from qvl_core.media import documents as doc_limits
 from qvl_core.media.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
 from qvl_core.parse.html import iframe_html
 from qvl_core.tasks.documents import (
@@ -31,6 +30,7 @@ from qvl_core.tasks.documents import (
 )
 from ui.common import (
     SamplingControls,
+    default_sampling_values,
     format_stats,
     gpu_event,
     image_tokens_slider,
@@ -110,7 +110,7 @@ class DocumentsTab:
         spec = parse_fields(fields) if mode == MODES[3] else None
         return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=float(dpi),
                           max_image_tokens=int(max_tokens), sampling=to_sampling(*sampling_values), fields=spec,
-                          clamp_pages=n_files > 1, max_pages=doc_limits.MAX_PDF_PAGES)
+                          clamp_pages=n_files > 1)  # pages per job: the backend's limits.max_pdf_pages
 
     def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
             *sampling_values, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
@@ -154,7 +154,7 @@ class DocumentsTab:
             if not file:
                 raise UserError("A PDF or page image is required.")
             options = self.options(mode or MODES[0], fields or "", pages or "", dpi or DEFAULT_DPI,
-                                   DEFAULT_DOC_IMAGE_TOKENS, (DEFAULT_DOC_MAX_NEW_TOKENS, 0.0, 1.0, 0, 1.05, -1))
+                                   DEFAULT_DOC_IMAGE_TOKENS, default_sampling_values(DEFAULT_DOC_MAX_NEW_TOKENS))
             *_, last = run_job(self.session, [file], options)
             if last.errors and not last.done:
                 raise UserError("; ".join(last.errors))
@@ -167,7 +167,7 @@ class DocumentsTab:
         with gr.Row():
             with gr.Column(scale=2):
                 files = gr.File(file_count="multiple", file_types=list(DOCUMENT_SUFFIXES), type="filepath",
-                                label=f"Pages or PDFs (up to {doc_limits.MAX_PDF_PAGES} pages per job)",
+                                label=f"Pages or PDFs (up to {self.session.limits.max_pdf_pages} pages per job)",
                                 elem_id="doc-files")
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Output", elem_id="doc-mode")
                 fields = gr.Textbox(label="Fields to extract (comma-separated) or a JSON schema", lines=3,
@@ -177,7 +177,8 @@ class DocumentsTab:
                     dpi = gr.Slider(MIN_DPI, MAX_DPI, value=DEFAULT_DPI, step=10, label="PDF render DPI", scale=2)
                 with gr.Accordion("Options", open=False):
                     max_tokens = image_tokens_slider(DEFAULT_DOC_IMAGE_TOKENS)
-                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS)
+                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS,
+                                                       limit=self.session.limits.max_new_tokens)
                 with gr.Row():
                     run_btn = gr.Button("Parse", variant="primary", elem_id="doc-run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="doc-stop")

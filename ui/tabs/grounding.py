@@ -17,6 +17,7 @@ from qvl_core.parse.grounding import PRESETS, build_prompt
 from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
 from ui.common import (
     SamplingControls,
+    default_sampling_values,
     format_stats,
     gpu_event,
     image_tokens_slider,
@@ -86,8 +87,8 @@ def write_json(result: GroundingResult) -> str:
     return str(out)
 
 
-def drawn_image(image_path: str, result: GroundingResult) -> Image.Image:
-    return draw_detections(open_image(image_path), list(result.detections))
+def drawn_image(image_path: str, result: GroundingResult, *, max_pixels: int) -> Image.Image:
+    return draw_detections(open_image(image_path, max_pixels=max_pixels), list(result.detections))
 
 
 class GroundingTab:
@@ -107,7 +108,7 @@ class GroundingTab:
         if not image:
             return ""
         try:
-            size = open_image(image).size
+            size = open_image(image, max_pixels=self.session.limits.max_image_pixels).size
             (w, h), tokens = planned_input_size(size, self.session.family, int(max_tokens))
         except UserError as exc:
             return f"⚠️ {exc}"
@@ -129,7 +130,8 @@ class GroundingTab:
                     if result is None:
                         yield *empty, step.raw, prompt
             assert result is not None
-            base = draw_detections(open_image(image), [d for d in result.detections if d.point])
+            base = draw_detections(open_image(image, max_pixels=self.session.limits.max_image_pixels),
+                                   [d for d in result.detections if d.point])
             value = annotated_value(base, list(result.detections))
             # The legend uses the same colour per label as the drawn boxes and points.
             shown = gr.AnnotatedImage(value=value, color_map=color_map([label for _box, label in value[1]]))
@@ -143,14 +145,14 @@ class GroundingTab:
             if not image:
                 raise UserError("An image is required.")
             prompt = build_prompt(preset or "Detect", text, self.session.family)
-            sampling = to_sampling(max_new_tokens, 0.0, 1.0, 0, 1.05, -1)
+            sampling = to_sampling(*default_sampling_values(max_new_tokens))
             result = None
             with contextlib.closing(ground(self.session, image, prompt, sampling=sampling,
                                            max_image_tokens=int(max_image_tokens))) as steps:
                 for step in steps:
                     result = step.result or result
             assert result is not None
-            return drawn_image(image, result), result.detections_json()
+            return drawn_image(image, result, max_pixels=self.session.limits.max_image_pixels), result.detections_json()
         except Exception as exc:  # noqa: BLE001
             raise to_gr_error(exc) from None
 
@@ -168,7 +170,8 @@ class GroundingTab:
                     stop_btn = gr.Button("Stop", variant="stop")
                 with gr.Accordion("Options", open=False):
                     max_tokens = image_tokens_slider(DEFAULT_MAX_IMAGE_TOKENS)
-                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
+                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS,
+                                                       limit=self.session.limits.max_new_tokens)
             with gr.Column(scale=3):
                 annotated = gr.AnnotatedImage(label="Detections", height=460, show_legend=True,
                                               elem_id="ground-annotated")

@@ -208,7 +208,8 @@ class VideoTab:
                     with gr.Row():
                         start = gr.Number(None, label="Start (s)", minimum=0)
                         end = gr.Number(None, label="End (s)", minimum=0)
-                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS)
+                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS,
+                                                       limit=self.session.limits.max_new_tokens)
                 estimate_md = gr.Markdown(elem_id="video-estimate")
                 with gr.Row():
                     run_btn = gr.Button("Ask", variant="primary", elem_id="video-run")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from qvl_core.media.video.plan import (
     DEFAULT_FPS,
-    DEFAULT_MAX_DURATION_S,
     DEFAULT_MAX_FRAME_TOKENS,
     DEFAULT_MAX_FRAMES,
     DEFAULT_MIN_FRAME_TOKENS,
@@ -52,7 +51,7 @@ from qvl_core.media.video.sampler import (
 )
 
 __all__ = [
-    "BACKENDS", "BACKEND_ENV", "DEFAULT_FPS", "DEFAULT_MAX_DURATION_S", "DEFAULT_MAX_FRAMES",
+    "BACKENDS", "BACKEND_ENV", "DEFAULT_FPS", "DEFAULT_MAX_FRAMES",
     "DEFAULT_MAX_FRAME_TOKENS", "DEFAULT_MIN_FRAME_TOKENS", "DEFAULT_TOTAL_VIDEO_TOKENS", "KV_BYTES_PER_TOKEN_7B",
     "MAX_FRAMES_LIMIT", "MIN_FRAMES", "READERS", "SampledVideo", "VideoBudget", "VideoEstimate", "VideoInfo",
     "estimate", "frame_at", "frame_indices", "frames_at", "probe", "sample_frames", "warm_up",

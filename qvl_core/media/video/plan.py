@@ -9,14 +9,13 @@ import numpy as np
 from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
 from qvl_core.media.images import smart_resize
-from qvl_core.settings import env_float
+from qvl_core.settings import DEFAULT_MAX_VIDEO_SECONDS
 
 # Named defaults and limits (the model's training used 2 fps, 4..768 frames, even counts).
 DEFAULT_FPS = 2.0
 MIN_FRAMES = 4
 DEFAULT_MAX_FRAMES = 64
 MAX_FRAMES_LIMIT = 768
-DEFAULT_MAX_DURATION_S = env_float("QVL_MAX_VIDEO_SECONDS", 3 * 3600.0)
 # Per-frame visual tokens (after the 2x2 merge) and the budget for the whole clip.
 DEFAULT_MIN_FRAME_TOKENS = 16
 DEFAULT_MAX_FRAME_TOKENS = 256
@@ -36,14 +35,20 @@ class VideoBudget:
     min_frame_tokens: int = DEFAULT_MIN_FRAME_TOKENS
     max_frame_tokens: int = DEFAULT_MAX_FRAME_TOKENS
     total_tokens: int = DEFAULT_TOTAL_VIDEO_TOKENS
-    # Read when a budget is made, so `qvl serve --max-video-seconds` (set at startup) applies.
-    max_duration_s: float = field(default_factory=lambda: DEFAULT_MAX_DURATION_S)
+    # None: the app's `Limits.max_video_seconds`, which the backend fills in (`sample_frames` on its own:
+    # DEFAULT_MAX_VIDEO_SECONDS); a number may only narrow the app's limit.
+    max_duration_s: float | None = None
 
     def __post_init__(self) -> None:
         if not (0.05 <= self.fps <= 30):
             raise UserError(f"Video fps must be between 0.05 and 30, got {self.fps}.")
         if not (2 <= self.max_frames <= MAX_FRAMES_LIMIT):
             raise UserError(f"Max frames must be between 2 and {MAX_FRAMES_LIMIT}, got {self.max_frames}.")
+
+    @property
+    def duration_limit(self) -> float:
+        """The longest clip (seconds) this budget samples."""
+        return DEFAULT_MAX_VIDEO_SECONDS if self.max_duration_s is None else self.max_duration_s
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,9 @@ def _clip(name: str | None, duration: float, start: float | None, end: float | N
 
 
 def _check_duration(name: str, seconds: float, budget: VideoBudget, trimmed: bool) -> None:
-    if seconds > budget.max_duration_s:
+    if seconds > budget.duration_limit:
         what = "The clip of video" if trimmed else "Video"
-        raise UserError(f"{what} {name!r} lasts {seconds:.0f} s, over the limit of {budget.max_duration_s:.0f} s "
+        raise UserError(f"{what} {name!r} lasts {seconds:.0f} s, over the limit of {budget.duration_limit:.0f} s "
                         f"(QVL_MAX_VIDEO_SECONDS); choose a shorter clip with start/end.")
 
 

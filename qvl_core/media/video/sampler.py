@@ -156,7 +156,7 @@ def _sample_job(reader_cls: type, path: str, family: FamilySpec, budget: VideoBu
                 start: float | None, end: float | None, *, emit: Callable[[tuple], None]) -> dict:
     name = Path(path).name
     reader = reader_cls(path, emit=emit, max_duration=None if start is not None or end is not None
-                        else budget.max_duration_s)
+                        else budget.duration_limit)
     try:
         clip = _clip(name, reader.duration, start, end)
         _check_duration(name, clip[1] - clip[0], budget, trimmed=start is not None or end is not None)
