@@ -44,8 +44,9 @@ test: $(VENV)/.dev-installed browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
+# Pure functions and the model classes on tiny checkpoints: no launched app, no child process, no browser.
 test-fast: $(VENV)/.dev-installed
-	$(PY) -m pytest -m "not browser and not slow" $(ARGS)
+	$(PY) -m pytest -m "not app and not browser" $(ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .

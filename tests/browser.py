@@ -1,11 +1,11 @@
-"""Real-browser helpers: Debian's Chromium driven by Playwright (never a downloaded browser)."""
+"""Real-browser helpers: Debian's Chromium driven by Playwright (never a downloaded browser).
+
+The browser itself is one per run: the `chromium` fixture in tests/conftest.py; tests take the `page` fixture."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,21 +24,6 @@ def require_chromium() -> None:
     if os.environ.get("CI") or os.environ.get("QVL_REQUIRE_BROWSER"):
         pytest.fail(f"Chromium not found at {CHROMIUM}: `make browser` installs Debian's package.")
     pytest.skip("Chromium is not installed (make browser)")
-
-
-@contextlib.contextmanager
-def browser_page(width: int = 1280, height: int = 900) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    require_chromium()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            browser.close()
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")

@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny checkpoints built once per test run, sessions on them, generated media."""
+"""Shared fixtures (tiny checkpoints, sessions, media, launchers) and the test tiers they put a test in."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,65 @@ from qvl_core.testing.tiny import build_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+
+# Tiers. A test that requests one of these fixtures (directly or through another fixture) is marked with its
+# tier; `make test-fast` runs what is left: pure functions and the model classes on tiny checkpoints.
+TIER_FIXTURES = {
+    "launch_app": "app",  # a Gradio server
+    "run_python": "app",  # a child process: the CLI, app.py, the tiny-checkpoint builder
+    "spawn_python": "app",  # a long-running child process (app.py as a Space)
+    "model_server": "app",  # a real `transformers serve` process
+    "chromium": "browser",  # headless Chromium (the `page` fixture uses it)
+}
+# The video decoder's worker process belongs to the library under test (every decode runs in one), so the
+# fast tier allows it; any other child process started from a fast-tier test fails that test.
+LIBRARY_SPAWNERS = ("qvl_core.media.video",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for tier in tier_markers(getattr(item, "fixturenames", ())):
+            item.add_marker(tier)
+    # Browser tests last: the one Playwright session they share then never runs next to the other tiers.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+def tier_markers(fixturenames) -> set[str]:
+    """The tier markers implied by the fixtures a test uses."""
+    return {TIER_FIXTURES[name] for name in fixturenames if name in TIER_FIXTURES}
+
+
+def _spawned_by_library() -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if any(module == p or module.startswith(p + ".") for p in LIBRARY_SPAWNERS):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_guard(request, monkeypatch):
+    """In the fast tier, starting a process or launching the app fails the test: it belongs in the app tier."""
+    if request.node.get_closest_marker("app") or request.node.get_closest_marker("browser"):
+        return
+    hint = "request run_python, spawn_python, model_server or launch_app (tests/conftest.py) so it is marked `app`"
+    real_execute_child = subprocess.Popen._execute_child
+
+    def execute_child(self, args, *rest, **kwargs):
+        if not _spawned_by_library():
+            pytest.fail(f"fast-tier test started a process {str(args)[:200]}: {hint}", pytrace=False)
+        return real_execute_child(self, args, *rest, **kwargs)
+
+    def launch(self, *args, **kwargs):
+        pytest.fail(f"fast-tier test launched a Gradio app: {hint}", pytrace=False)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_child)
+    gradio = sys.modules.get("gradio")  # imported by collection whenever a test module uses it
+    if gradio is not None:
+        monkeypatch.setattr(gradio.Blocks, "launch", launch)
 
 
 @pytest.fixture(scope="session")
@@ -83,21 +144,103 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def launch_app():
-    """Launch build_demo(session) on a free port; closes every app at the end of the run."""
+    """Launch build_demo(session[, config]) on a free port (extra keywords go to launch); closes every app at the
+    end of the run."""
     from ui.shell import LAUNCH_KWARGS, build_demo
 
     demos = []
 
-    def launch(session):
-        demo = build_demo(session)
+    def launch(session, config=None, **launch_kwargs):
+        demo = build_demo(session) if config is None else build_demo(session, config)
         demo.queue(default_concurrency_limit=1)
-        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **LAUNCH_KWARGS)
+        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **LAUNCH_KWARGS, **launch_kwargs)
         demos.append(demo)
         return demo
 
     yield launch
     for demo in demos:
         demo.close()
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: ours, offline, with the repository importable."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """run_python(*args, env=None, cwd=ROOT, timeout=300): `python ARGS` to the end, output captured as text.
+
+    `env` replaces child_env() when given."""
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | str = ROOT,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env or child_env(),
+                              cwd=cwd, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def qvl_cli(run_python):
+    """qvl_cli(*args, env=None): the command line, `python -m qvl_core.cli ARGS`, in a child process."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return run_python("-m", "qvl_core.cli", *args, env=env)
+
+    return run
+
+
+@pytest.fixture
+def spawn_python():
+    """spawn_python(*args, log=PATH, env=None, cwd=ROOT): start `python ARGS` with its output in `log`; whatever
+    is still running at the end of the test is terminated."""
+    procs: list[subprocess.Popen] = []
+
+    def spawn(*args: str, log: Path, env: dict[str, str] | None = None, cwd: Path | str = ROOT) -> subprocess.Popen:
+        with Path(log).open("w") as sink:
+            proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env or child_env(), stdout=sink,
+                                    stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def model_server():
+    """tests.serving.start_server: a real `transformers serve` on a local checkpoint (the caller stops it)."""
+    from tests.serving import start_server
+
+    return start_server
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the whole run (Debian's, driven by Playwright); each test gets its own page."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
+    require_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A page in a fresh browser context (no cookies, storage or routes from another test), 1280x900."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
 
 
 @pytest.fixture(scope="session")

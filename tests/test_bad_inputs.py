@@ -8,10 +8,7 @@ broken PDFs through the document loader) are not repeated; this table fills in t
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import gradio as gr
@@ -269,7 +266,6 @@ def _call(client, endpoint: str, path: Path | str, **extra):
 GOOD = {"/chat": SHAPES, "/ground": SHAPES, "/video_qa": CLOCK, "/parse_document": None}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("endpoint", "name", "message"), API_CASES)
 def test_api_bad_input(client, bad, endpoint, name, message):
     with pytest.raises(Exception, match=message) as info:
@@ -278,7 +274,6 @@ def test_api_bad_input(client, bad, endpoint, name, message):
     assert _call(client, endpoint, GOOD[endpoint] or bad / "good.pdf")  # the next request works
 
 
-@pytest.mark.slow
 # NaN cannot travel as JSON: gradio_client refuses to send it (the handler and CLI cases cover it).
 @pytest.mark.parametrize(("values", "message"), SAMPLING_CASES[1:])
 def test_api_invalid_sampling(client, values, message):
@@ -287,7 +282,6 @@ def test_api_invalid_sampling(client, values, message):
     _no_traceback(info.value)
 
 
-@pytest.mark.slow
 def test_api_prompts(client):
     with pytest.raises(Exception, match=r"over the limit of 100000") as info:
         client.predict(message={"text": LONG_PROMPT, "files": []}, api_name="/chat")
@@ -296,12 +290,6 @@ def test_api_prompts(client):
 
 
 # ---- the CLI: exit status non-zero, one line on stderr -------------------------------------------------
-def _qvl(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "qvl_core.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
-
-
 CLI_CASES = [
     (["chat", "{bad}/bomb.png", "-p", "hi"], IMAGES["bomb.png"]),
     (["chat", "{bad}/truncated.mp4", "-p", "hi"], VIDEOS["truncated.mp4"]),
@@ -314,11 +302,10 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), CLI_CASES)
-def test_cli_bad_input_is_one_line_and_non_zero(ckpt_dir, bad, args, message):
+def test_cli_bad_input_is_one_line_and_non_zero(qvl_cli, ckpt_dir, bad, args, message):
     args = [a.replace("{bad}", str(bad)) for a in args]
-    res = _qvl(*args, "--model", str(ckpt_dir("qwen2_5_vl", ANSWER)), "--device", "cpu", "-q")
+    res = qvl_cli(*args, "--model", str(ckpt_dir("qwen2_5_vl", ANSWER)), "--device", "cpu", "-q")
     assert res.returncode != 0 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("qvl: error:")]
     assert len(errors) == 1, res.stderr
@@ -327,14 +314,13 @@ def test_cli_bad_input_is_one_line_and_non_zero(ckpt_dir, bad, args, message):
     assert re.search(message, errors[0]), errors[0]
 
 
-@pytest.mark.slow
-def test_cli_parse_bad_documents_and_unicode_prompt(ckpt_dir, bad, tmp_path):
+def test_cli_parse_bad_documents_and_unicode_prompt(qvl_cli, ckpt_dir, bad, tmp_path):
     model = ["--model", str(ckpt_dir("qwen2_5_vl", ANSWER)), "--device", "cpu", "-q"]
-    res = _qvl("parse", str(bad / "truncated.pdf"), str(bad / "empty.pdf"), "--out", str(tmp_path), *model)
+    res = qvl_cli("parse", str(bad / "truncated.pdf"), str(bad / "empty.pdf"), "--out", str(tmp_path), *model)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("qvl: error:")]
     assert len(errors) == 2 and "truncated.pdf" in errors[0] + errors[1] and "empty.pdf" in errors[0] + errors[1]
-    ok = _qvl("chat", "-p", UNICODE_PROMPT.replace("\x00", ""), *model)
+    ok = qvl_cli("chat", "-p", UNICODE_PROMPT.replace("\x00", ""), *model)
     assert ok.returncode == 0 and ok.stdout == ANSWER + "\n"
 
 

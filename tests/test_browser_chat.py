@@ -7,9 +7,7 @@ import time
 import pytest
 
 from qvl_core.engine.local import ModelSession
-from tests.browser import browser_page, send_chat
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+from tests.browser import send_chat
 
 # Long enough to stream visibly; Markdown and LaTeX to check rendering.
 ANSWER = "The picture shows **four shapes**: a red circle, a blue rectangle, a green triangle and a yellow " \
@@ -45,37 +43,35 @@ RECORD_LENGTHS = """
 """
 
 
-def test_upload_send_stream_and_render(url, artifacts):
+def test_upload_send_stream_and_render(url, artifacts, page):
     from pathlib import Path
 
     shapes = str(Path(__file__).resolve().parent.parent / "assets" / "shapes.png")
-    with browser_page() as page:
-        page.goto(url)
-        page.evaluate(RECORD_LENGTHS)
-        send_chat(page, "What shapes do you see?", [shapes])
-        page.wait_for_selector('[data-testid="bot"] >> text=word59', timeout=120_000)
-        page.wait_for_selector('[data-testid="bot"] >> text=tokens')  # the stats footer came with the end
-        bot = page.locator('[data-testid="bot"]').last
-        assert "four shapes" in bot.inner_text()
-        assert bot.locator("strong").first.inner_text() == "four shapes"  # Markdown rendered
-        assert bot.locator(".katex").count() >= 1  # LaTeX rendered
-        assert page.locator('[data-testid="user"] img').count() == 1  # the uploaded image is in history
-        lengths = page.evaluate("window.__lengths")
-        final = max(lengths)
-        assert len({n for n in lengths if 0 < n < final}) >= 3, "the answer did not stream"
-        page.screenshot(path=str(artifacts / "chat-stream.png"))
+    page.goto(url)
+    page.evaluate(RECORD_LENGTHS)
+    send_chat(page, "What shapes do you see?", [shapes])
+    page.wait_for_selector('[data-testid="bot"] >> text=word59', timeout=120_000)
+    page.wait_for_selector('[data-testid="bot"] >> text=tokens')  # the stats footer came with the end
+    bot = page.locator('[data-testid="bot"]').last
+    assert "four shapes" in bot.inner_text()
+    assert bot.locator("strong").first.inner_text() == "four shapes"  # Markdown rendered
+    assert bot.locator(".katex").count() >= 1  # LaTeX rendered
+    assert page.locator('[data-testid="user"] img').count() == 1  # the uploaded image is in history
+    lengths = page.evaluate("window.__lengths")
+    final = max(lengths)
+    assert len({n for n in lengths if 0 < n < final}) >= 3, "the answer did not stream"
+    page.screenshot(path=str(artifacts / "chat-stream.png"))
 
 
-def test_stop_ends_the_answer_and_unlocks_the_box(url, artifacts):
-    with browser_page() as page:
-        page.goto(url)
-        send_chat(page, "Tell me everything", [])
-        page.wait_for_selector('[data-testid="bot"] >> text=circle')
-        page.locator("#chat-input button.stop-button, #chat-input button[aria-label*=Stop i]").first.click()
-        page.wait_for_selector("#chat-input textarea:not([disabled])")
-        time.sleep(1.0)  # anything still streaming would land now
-        text = page.locator('[data-testid="bot"]').last.inner_text()
-        assert "word59" not in text and "circle" in text
-        # The next message goes through at once.
-        send_chat(page, "Again", [])
-        page.wait_for_selector('[data-testid="bot"] >> nth=1 >> text=word59', timeout=120_000)
+def test_stop_ends_the_answer_and_unlocks_the_box(url, artifacts, page):
+    page.goto(url)
+    send_chat(page, "Tell me everything", [])
+    page.wait_for_selector('[data-testid="bot"] >> text=circle')
+    page.locator("#chat-input button.stop-button, #chat-input button[aria-label*=Stop i]").first.click()
+    page.wait_for_selector("#chat-input textarea:not([disabled])")
+    time.sleep(1.0)  # anything still streaming would land now
+    text = page.locator('[data-testid="bot"]').last.inner_text()
+    assert "word59" not in text and "circle" in text
+    # The next message goes through at once.
+    send_chat(page, "Again", [])
+    page.wait_for_selector('[data-testid="bot"] >> nth=1 >> text=word59', timeout=120_000)

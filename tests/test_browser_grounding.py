@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.browser import browser_page, open_tab, save_screenshot
+from tests.browser import open_tab, save_screenshot
 from tests.test_grounding_app import ORIGINAL, scripted_answer
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-
-def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path):
+def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path, page):
     from PIL import Image
 
     photo = tmp_path / "photo.png"
@@ -18,16 +14,15 @@ def test_grounding_tab_draws_detections(make_session, launch_app, tmp_path):
     img.paste((200, 30, 30), (250, 125, 500, 375))
     img.save(photo)
     url = launch_app(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl"))).local_url
-    with browser_page() as page:
-        open_tab(page, url, "Grounding", "#ground-image")
-        page.set_input_files("#ground-image input[type=file]", str(photo))
-        page.wait_for_selector("text=The model will see this image as 1008×504 px")
-        page.fill("#ground-text textarea", "red box")
-        page.wait_for_function("document.querySelector('#ground-prompt textarea').value.includes('red box')")
-        page.click("#ground-run")
-        page.wait_for_selector("#ground-summary >> text=2 found")
-        assert page.locator("#ground-annotated img").count() >= 1
-        legend = page.locator("#ground-annotated").inner_text()
-        assert "red box" in legend and "dot" in legend
-        assert "250" in page.locator("#ground-table").inner_text()
-        save_screenshot(page, "grounding", full_page=True)  # the README's screenshot of this tab
+    open_tab(page, url, "Grounding", "#ground-image")
+    page.set_input_files("#ground-image input[type=file]", str(photo))
+    page.wait_for_selector("text=The model will see this image as 1008×504 px")
+    page.fill("#ground-text textarea", "red box")
+    page.wait_for_function("document.querySelector('#ground-prompt textarea').value.includes('red box')")
+    page.click("#ground-run")
+    page.wait_for_selector("#ground-summary >> text=2 found")
+    assert page.locator("#ground-annotated img").count() >= 1
+    legend = page.locator("#ground-annotated").inner_text()
+    assert "red box" in legend and "dot" in legend
+    assert "250" in page.locator("#ground-table").inner_text()
+    save_screenshot(page, "grounding", full_page=True)  # the README's screenshot of this tab

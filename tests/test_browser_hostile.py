@@ -4,14 +4,11 @@ the document preview — and no script runs, no dialog opens and no request leav
 
 from __future__ import annotations
 
-import pytest
 from PIL import Image
 
-from tests.browser import Watch, browser_page, open_tab
+from tests.browser import Watch, open_tab
 from tests.conftest import ROOT
 from tests.test_docparse_task import HOSTILE_HTML
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 EVIL = "http://evil.example"
 # What a planted instruction could make a model write into a chat answer.
@@ -50,69 +47,65 @@ def _assert_inert(page, watch: Watch) -> None:
     assert page.title() == "QVL Studio"
 
 
-def test_chat_markdown_is_inert(make_session, launch_app):
+def test_chat_markdown_is_inert(make_session, launch_app, page):
     url = launch_app(make_session("qwen2_5_vl", CHAT_ANSWER)).local_url
-    with browser_page() as page:
-        watch = open_tab(page, url)
-        page.fill("#chat-input textarea", "Summarise the document")
-        page.keyboard.press("Enter")
-        page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # the stats footer: done
-        bot = page.locator('[data-testid="bot"]').last
-        text = bot.inner_text()
-        assert "END-OF-ANSWER" in text and "answer" in text
-        assert "<script>" in text and "<iframe" in text  # raw HTML is shown as text, not built
-        assert bot.locator("strong").first.inner_text() == "answer"  # Markdown itself still renders
-        assert bot.locator("img, iframe, svg image, script, details").count() == 0
-        hrefs = bot.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href') || '')")
-        assert not [h for h in hrefs if h.strip().lower().startswith(("javascript", "data", "vbscript"))]
-        _assert_inert(page, watch)
+    watch = open_tab(page, url)
+    page.fill("#chat-input textarea", "Summarise the document")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # the stats footer: done
+    bot = page.locator('[data-testid="bot"]').last
+    text = bot.inner_text()
+    assert "END-OF-ANSWER" in text and "answer" in text
+    assert "<script>" in text and "<iframe" in text  # raw HTML is shown as text, not built
+    assert bot.locator("strong").first.inner_text() == "answer"  # Markdown itself still renders
+    assert bot.locator("img, iframe, svg image, script, details").count() == 0
+    hrefs = bot.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href') || '')")
+    assert not [h for h in hrefs if h.strip().lower().startswith(("javascript", "data", "vbscript"))]
+    _assert_inert(page, watch)
 
 
-def test_grounding_labels_are_inert(make_session, launch_app, tmp_path):
+def test_grounding_labels_are_inert(make_session, launch_app, tmp_path, page):
     photo = tmp_path / "photo.png"
     Image.new("RGB", (1000, 500), (230, 230, 230)).save(photo)
     url = launch_app(make_session("qwen2_5_vl", GROUND_ANSWER)).local_url
-    with browser_page() as page:
-        watch = open_tab(page, url, "Grounding", "#ground-image")
-        page.set_input_files("#ground-image input[type=file]", str(photo))
-        page.wait_for_selector("text=The model will see this image as")
-        page.fill("#ground-prompt textarea", "Outline everything")
-        page.click("#ground-run")
-        page.wait_for_selector("#ground-summary >> text=2 found")
-        legend = page.locator("#ground-annotated").inner_text()
-        table = page.locator("#ground-table").inner_text()
-        assert "<script>" in legend and "<script>" in table  # labels are text wherever they appear
-        for where in ("#ground-annotated", "#ground-table", "#ground-summary"):
-            assert page.locator(f"{where} script, {where} b, {where} img[src*='evil']").count() == 0, where
-        _assert_inert(page, watch)
+    watch = open_tab(page, url, "Grounding", "#ground-image")
+    page.set_input_files("#ground-image input[type=file]", str(photo))
+    page.wait_for_selector("text=The model will see this image as")
+    page.fill("#ground-prompt textarea", "Outline everything")
+    page.click("#ground-run")
+    page.wait_for_selector("#ground-summary >> text=2 found")
+    legend = page.locator("#ground-annotated").inner_text()
+    table = page.locator("#ground-table").inner_text()
+    assert "<script>" in legend and "<script>" in table  # labels are text wherever they appear
+    for where in ("#ground-annotated", "#ground-table", "#ground-summary"):
+        assert page.locator(f"{where} script, {where} b, {where} img[src*='evil']").count() == 0, where
+    _assert_inert(page, watch)
 
 
-def test_video_answer_and_spans_are_inert(make_session, launch_app):
+def test_video_answer_and_spans_are_inert(make_session, launch_app, page):
     url = launch_app(make_session("qwen2_5_vl", VIDEO_ANSWER)).local_url
-    with browser_page() as page:
-        watch = open_tab(page, url, "Video QA", "#video-player")
-        page.set_input_files("#video-player input[type=file]", str(ROOT / "assets" / "clock.mp4"))
-        page.wait_for_selector("#video-player video")
-        page.click("#video-run")
-        page.wait_for_selector("#video-summary >> text=time span")
-        answer = page.locator("#video-answer")
-        assert answer.locator(".qvl-chip").count() >= 2  # our chips are there...
-        assert answer.locator("img, script").count() == 0 and "<img" in answer.inner_text()  # ...model HTML is text
-        assert page.locator("#video-timeline .qvl-seg").count() == 2
-        assert page.locator("#video-gallery img").count() >= 2
-        _assert_inert(page, watch)
+    watch = open_tab(page, url, "Video QA", "#video-player")
+    page.set_input_files("#video-player input[type=file]", str(ROOT / "assets" / "clock.mp4"))
+    page.wait_for_selector("#video-player video")
+    page.click("#video-run")
+    page.wait_for_selector("#video-summary >> text=time span")
+    answer = page.locator("#video-answer")
+    assert answer.locator(".qvl-chip").count() >= 2  # our chips are there...
+    assert answer.locator("img, script").count() == 0 and "<img" in answer.inner_text()  # ...model HTML is text
+    assert page.locator("#video-timeline .qvl-seg").count() == 2
+    assert page.locator("#video-gallery img").count() >= 2
+    _assert_inert(page, watch)
 
 
-def test_document_preview_is_inert(make_session, launch_app, tmp_path):
+def test_document_preview_is_inert(make_session, launch_app, tmp_path, page):
     """The sanitized, sandboxed preview: nothing runs and nothing remote loads (every host, not one name)."""
     scan = tmp_path / "invoice.png"
     Image.new("RGB", (600, 400), "white").save(scan)
     url = launch_app(make_session("qwen2_5_vl", HOSTILE_HTML)).local_url
-    with browser_page() as page:
-        watch = open_tab(page, url, "Documents", "#doc-files")
-        page.set_input_files("#doc-files input[type=file]", str(scan))
-        page.wait_for_selector("#doc-files >> text=invoice.png")
-        page.click("#doc-run")
-        page.wait_for_selector("#doc-status >> text=Done")
-        assert "Invoice" in page.frame_locator("#doc-preview iframe").locator("body").inner_text()
-        _assert_inert(page, watch)
+    watch = open_tab(page, url, "Documents", "#doc-files")
+    page.set_input_files("#doc-files input[type=file]", str(scan))
+    page.wait_for_selector("#doc-files >> text=invoice.png")
+    page.click("#doc-run")
+    page.wait_for_selector("#doc-status >> text=Done")
+    assert "Invoice" in page.frame_locator("#doc-preview iframe").locator("body").inner_text()
+    _assert_inert(page, watch)

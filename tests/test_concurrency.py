@@ -146,12 +146,9 @@ def test_sixteen_sessions_complete_stay_private_and_see_their_queue_rank(app, tm
     assert served == sorted(range(N_CLIENTS), key=lambda i: first_ranks[i])
 
 
-@pytest.mark.browser
 @pytest.mark.timeout(300)
-def test_the_chat_tab_shows_the_queue_position_in_the_browser(app, artifacts):
+def test_the_chat_tab_shows_the_queue_position_in_the_browser(app, artifacts, page):
     """The GPU events keep Gradio's progress visible, so a waiting browser sees 'queue: 1/1' in the chat."""
-    from tests.browser import browser_page
-
     demo, backend = app
     marker = f"HOLD-{uuid.uuid4().hex[:6]}"
     arrived, release = backend.hold(marker)
@@ -159,15 +156,14 @@ def test_the_chat_tab_shows_the_queue_position_in_the_browser(app, artifacts):
                                                           api_name="/chat")
     try:
         assert arrived.wait(timeout=120)
-        with browser_page() as page:
-            page.goto(demo.local_url)
-            page.wait_for_selector("#chat-input textarea")
-            page.fill("#chat-input textarea", "Am I in the queue?")
-            page.keyboard.press("Enter")
-            page.wait_for_selector("text=queue: 1/1")
-            page.screenshot(path=str(artifacts / "chat-queue-position.png"))
-            release.set()
-            page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # answered after
+        page.goto(demo.local_url)
+        page.wait_for_selector("#chat-input textarea")
+        page.fill("#chat-input textarea", "Am I in the queue?")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("text=queue: 1/1")
+        page.screenshot(path=str(artifacts / "chat-queue-position.png"))
+        release.set()
+        page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # answered after
     finally:
         release.set()
     holder.result(timeout=120)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import html as html_lib
-import os
 import re
 import struct
 from pathlib import Path
@@ -362,9 +361,6 @@ def test_preview_document_and_iframe():
 # Real browser: nothing runs, nothing loads, with the sanitizer's output under innerHTML and in the iframe.
 # --------------------------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 # Payloads that would fire on their own (no click needed) if they survived, plus every way to load something.
 BROWSER_HOSTILE = "\n".join([
     '<h2 data-bbox="1 2 3 4" id="marker">Survived heading</h2>',
@@ -387,14 +383,6 @@ CONTROL = ('<img src="x" onerror="window.top.__pwned = 1; document.title = \'pwn
 BLANK_PAGE = "<html><head><title>clean</title></head><body>{body}<div id='host'></div></body></html>"
 
 
-def _chromium_or_skip() -> None:
-    if os.path.exists(CHROMIUM):
-        return
-    if os.environ.get("QVL_REQUIRE_BROWSER"):
-        pytest.fail(f"QVL_REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt-get install chromium)")
-    pytest.skip(f"{CHROMIUM} is missing (Debian package chromium) and QVL_REQUIRE_BROWSER is not set")
-
-
 def _dismiss(dialog) -> None:
     from playwright.sync_api import Error as PlaywrightError
 
@@ -402,47 +390,37 @@ def _dismiss(dialog) -> None:
         dialog.dismiss()
 
 
-@pytest.mark.browser
-def test_hostile_html_is_inert_in_a_real_browser():
-    _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
+def test_hostile_html_is_inert_in_a_real_browser(page):
+    # Positive control: the raw payloads DO run and DO load under innerHTML, so the probes below work.
+    control = page.context.new_page()
+    control_requests: list[str] = []
+    control.on("request", lambda r: control_requests.append(r.url))
+    control.set_content(BLANK_PAGE.format(body=""))
+    control.evaluate("h => { document.getElementById('host').innerHTML = h; }", CONTROL)
+    control.wait_for_function("window.__pwned === 1 && document.title === 'pwned'", timeout=10_000)
+    control.wait_for_timeout(300)
+    assert "http://127.0.0.1:9/control.gif" in control_requests, control_requests
+    control.close()
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            # Positive control: the raw payloads DO run and DO load under innerHTML, so the probes below work.
-            control = browser.new_page()
-            control_requests: list[str] = []
-            control.on("request", lambda r: control_requests.append(r.url))
-            control.set_content(BLANK_PAGE.format(body=""))
-            control.evaluate("h => { document.getElementById('host').innerHTML = h; }", CONTROL)
-            control.wait_for_function("window.__pwned === 1 && document.title === 'pwned'", timeout=10_000)
-            control.wait_for_timeout(300)
-            assert "http://127.0.0.1:9/control.gif" in control_requests, control_requests
-            control.close()
+    requests: list[str] = []
+    dialogs: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), _dismiss(d)))
+    page.set_content(BLANK_PAGE.format(body=qhtml.iframe_html(BROWSER_HOSTILE, height=400)))
+    page.evaluate("h => { document.getElementById('host').innerHTML = h; }",
+                  qhtml.sanitize_html(BROWSER_HOSTILE))
+    page.wait_for_timeout(1000)
+    for link in page.locator("#host a").all():  # fragment links only; clicking them must do nothing
+        link.click(no_wait_after=True)
+    page.wait_for_timeout(300)
 
-            page = browser.new_page()
-            requests: list[str] = []
-            dialogs: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.on("dialog", lambda d: (dialogs.append(d.message), _dismiss(d)))
-            page.set_content(BLANK_PAGE.format(body=qhtml.iframe_html(BROWSER_HOSTILE, height=400)))
-            page.evaluate("h => { document.getElementById('host').innerHTML = h; }",
-                          qhtml.sanitize_html(BROWSER_HOSTILE))
-            page.wait_for_timeout(1000)
-            for link in page.locator("#host a").all():  # fragment links only; clicking them must do nothing
-                link.click(no_wait_after=True)
-            page.wait_for_timeout(300)
-
-            assert page.evaluate("window.__pwned") is None
-            assert page.title() == "clean"
-            assert dialogs == []
-            assert [u for u in requests if not u.startswith(("about:", "data:image/"))] == []
-            # The structure itself did arrive: in the host page and inside the sandboxed iframe.
-            assert page.locator("#host h2").first.inner_text() == "Survived heading"
-            assert page.frame_locator("iframe").locator("h2").first.inner_text() == "Survived heading"
-        finally:
-            browser.close()
+    assert page.evaluate("window.__pwned") is None
+    assert page.title() == "clean"
+    assert dialogs == []
+    assert [u for u in requests if not u.startswith(("about:", "data:image/"))] == []
+    # The structure itself did arrive: in the host page and inside the sandboxed iframe.
+    assert page.locator("#host h2").first.inner_text() == "Survived heading"
+    assert page.frame_locator("iframe").locator("h2").first.inner_text() == "Survived heading"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from qvl_core.tasks.documents import MODES
-from tests.browser import browser_page
 from tests.test_docparse_task import HOSTILE_HTML, REPORT_HTML, make_pdf
 from ui.tabs.documents import DocumentsTab
 
@@ -49,7 +48,6 @@ def test_tab_reports_bad_input_clearly(make_session, tmp_path):
         drain(tab.run([str(pdf)], MODES[0], "", "5", 150, 4096, *SAMPLING, progress=lambda *a, **k: None))
 
 
-@pytest.mark.slow
 def test_parse_document_api(make_session, launch_app, tmp_path):
     demo = launch_app(make_session("qwen2_5_vl", REPORT_HTML))
     pdf = make_pdf(tmp_path / "report.pdf", 1)
@@ -60,56 +58,41 @@ def test_parse_document_api(make_session, launch_app, tmp_path):
     assert layout[0]["blocks"][0]["kind"] == "heading"
 
 
-@pytest.mark.browser
-@pytest.mark.slow
-def test_hostile_document_preview_runs_nothing_in_a_real_browser(make_session, launch_app, tmp_path, artifacts):
+def test_hostile_document_preview_runs_nothing_in_a_real_browser(make_session, launch_app, tmp_path, artifacts, page):
     url = launch_app(make_session("qwen2_5_vl", HOSTILE_HTML)).local_url
     page_img = tmp_path / "invoice.png"
     Image.new("RGB", (600, 400), "white").save(page_img)
-    with browser_page() as page:
-        requests: list[str] = []
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(url)
-        page.get_by_role("tab", name="Documents").click()
-        page.wait_for_selector("#doc-files", state="visible")  # the tab is rendered before we upload into it
-        page.set_input_files("#doc-files input[type=file]", str(page_img))
-        page.wait_for_selector("#doc-files >> text=invoice.png")
-        page.click("#doc-run")
-        page.wait_for_selector("#doc-status >> text=Done")
-        frame = page.frame_locator("#doc-preview iframe")
-        assert "Invoice" in frame.locator("body").inner_text()
-        page.wait_for_timeout(500)
-        assert page.evaluate("window.__pwned") is None and page.title() == "QVL Studio"
-        assert not [u for u in requests if "evil.example" in u]
-        page.screenshot(path=str(artifacts / "documents.png"), full_page=True)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    page.get_by_role("tab", name="Documents").click()
+    page.wait_for_selector("#doc-files", state="visible")  # the tab is rendered before we upload into it
+    page.set_input_files("#doc-files input[type=file]", str(page_img))
+    page.wait_for_selector("#doc-files >> text=invoice.png")
+    page.click("#doc-run")
+    page.wait_for_selector("#doc-status >> text=Done")
+    frame = page.frame_locator("#doc-preview iframe")
+    assert "Invoice" in frame.locator("body").inner_text()
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__pwned") is None and page.title() == "QVL Studio"
+    assert not [u for u in requests if "evil.example" in u]
+    page.screenshot(path=str(artifacts / "documents.png"), full_page=True)
 
 
-def _qvl(*args: str):
-    import os
-    import subprocess
-    import sys
-
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": root}
-    return subprocess.run([sys.executable, "-m", "qvl_core.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=root, timeout=300)
-
-
-@pytest.mark.slow
-def test_cli_parse_writes_one_output_per_file_and_resumes(ckpt_dir, tmp_path):
+def test_cli_parse_writes_one_output_per_file_and_resumes(qvl_cli, ckpt_dir, tmp_path):
     model = str(ckpt_dir("qwen2_5_vl", REPORT_HTML))
     docs = tmp_path / "docs"
     docs.mkdir()
     make_pdf(docs / "a.pdf", 2)
     Image.new("RGB", (800, 1000), "white").save(docs / "b.png")
     out = tmp_path / "out"
-    first = _qvl("parse", str(docs), "--out", str(out), "--format", "md", "--model", model, "--device", "cpu",
+    first = qvl_cli("parse", str(docs), "--out", str(out), "--format", "md", "--model", model, "--device", "cpu",
                  "--pages", "1-2")
     assert first.returncode == 0, first.stderr
     assert "[a.pdf: 2 pages (0 from an earlier run)" in first.stderr
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["a.md", "b.md"]
     assert "## Quarterly report" in (out / "a.md").read_text()
-    again = _qvl("parse", str(docs / "a.pdf"), "--out", str(out), "--format", "json", "--model", model,
+    again = qvl_cli("parse", str(docs / "a.pdf"), "--out", str(out), "--format", "json", "--model", model,
                  "--device", "cpu", "--pages", "1-2")
     assert again.returncode == 0, again.stderr
     assert "[a.pdf: 2 pages (2 from an earlier run)" in again.stderr  # resumed: nothing regenerated
@@ -117,11 +100,10 @@ def test_cli_parse_writes_one_output_per_file_and_resumes(ckpt_dir, tmp_path):
     assert [p["page"] for p in pages] == [1, 2] and pages[0]["blocks"][0]["kind"] == "heading"
 
 
-@pytest.mark.slow
-def test_cli_parse_bad_file_is_one_line_and_non_zero(ckpt_dir, tmp_path):
+def test_cli_parse_bad_file_is_one_line_and_non_zero(qvl_cli, ckpt_dir, tmp_path):
     bad = tmp_path / "broken.pdf"
     bad.write_bytes(b"%PDF-1.4 garbage")
-    res = _qvl("parse", str(bad), "--out", str(tmp_path / "o"), "--model", str(ckpt_dir("qwen2_5_vl")),
+    res = qvl_cli("parse", str(bad), "--out", str(tmp_path / "o"), "--model", str(ckpt_dir("qwen2_5_vl")),
                "--device", "cpu", "-q")
     assert res.returncode == 1 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("qvl: error:")]

@@ -14,34 +14,24 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from ui import files as app_files
 from ui.config import ServeConfig
-from ui.shell import LAUNCH_KWARGS, build_demo
 from ui.tabs.grounding import GroundingTab
 
-pytestmark = pytest.mark.slow
 SHAPES = ROOT / "assets" / "shapes.png"
 BOXES = '[{"bbox_2d": [10, 10, 100, 100], "label": "box"}]'
 
 
 @pytest.fixture(scope="module")
-def served(make_session):
-    """Launch build_demo(session, config) with extra launch settings; closes every app at the end."""
-    demos = []
+def served(make_session, launch_app):
+    """Launch build_demo(session, config) with extra launch settings (launch_app closes it at the end)."""
 
     def launch(answer: str = BOXES, launch_extra: dict | None = None, **config):
         session = make_session("qwen2_5_vl", answer)
-        demo = build_demo(session, ServeConfig(load=session.options, **config))
-        demo.queue(default_concurrency_limit=1)
-        demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **LAUNCH_KWARGS,
-                    **(launch_extra or {}))
-        demos.append(demo)
-        return demo
+        return launch_app(session, ServeConfig(load=session.options, **config), **(launch_extra or {}))
 
-    yield launch
-    for demo in demos:
-        demo.close()
+    return launch
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ through the tab handler, the /ground API and the `qvl ground` command; bad input
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import gradio as gr
 import pytest
@@ -17,7 +14,6 @@ from qvl_core.families import family_for
 from qvl_core.tasks.grounding import ground, planned_input_size
 from ui.tabs.grounding import GroundingTab
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A 1000x500 photo is seen by the 28-px families as 1008x504 and by Qwen3-VL (32 px) as 992x512.
 ORIGINAL = (1000, 500)
 EXPECTED_BOX = (250.0, 125.0, 500.0, 375.0)
@@ -139,7 +135,6 @@ def test_resolution_info(make_session, photo):
                                                 "(original 1000×500).")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_ground_api(make_session, launch_app, photo, family):
     demo = launch_app(make_session(family, scripted_answer(family)))
@@ -151,15 +146,11 @@ def test_ground_api(make_session, launch_app, photo, family):
         client.predict(image=handle_file(photo), text="", api_name="/ground")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cli_ground_writes_json_and_drawing(ckpt_dir, photo, tmp_path, family):
+def test_cli_ground_writes_json_and_drawing(qvl_cli, ckpt_dir, photo, tmp_path, family):
     out_json, out_png = tmp_path / "d.json", tmp_path / "d.png"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
-    proc = subprocess.run(
-        [sys.executable, "-m", "qvl_core.cli", "ground", photo, "red box", "--model",
-         str(ckpt_dir(family, scripted_answer(family))), "--device", "cpu", "--json", str(out_json),
-         "--draw", str(out_png)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = qvl_cli("ground", photo, "red box", "--model", str(ckpt_dir(family, scripted_answer(family))), "--device",
+                   "cpu", "--json", str(out_json), "--draw", str(out_png))
     assert proc.returncode == 0, proc.stderr
     _check(json.loads(out_json.read_text()))
     assert "2 found" in proc.stderr and Image.open(out_png).size == ORIGINAL

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from qvl_core.engine import loading
@@ -15,8 +11,6 @@ from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fake_cuda(monkeypatch, *, free_gb: float | None, bf16: bool = True):
@@ -68,15 +62,9 @@ def test_int8_weight_only_quantization_loads_and_answers(ckpt_dir):
 
 
 # ---- the command line --------------------------------------------------------------------------------
-def _qvl(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, "-m", "qvl_core.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
-
-
-def test_cli_chat_streams_the_answer(ckpt_dir, media_dir):
+def test_cli_chat_streams_the_answer(qvl_cli, ckpt_dir, media_dir):
     answer = "Two shapes.\nDone."
-    out = _qvl("chat", str(media_dir / "red.jpg"), str(media_dir / "count.avi"), "--prompt", "What is here?",
+    out = qvl_cli("chat", str(media_dir / "red.jpg"), str(media_dir / "count.avi"), "--prompt", "What is here?",
                "--model", str(ckpt_dir("qwen2_5_vl", answer)), "--device", "cpu")
     assert out.returncode == 0, out.stderr
     assert out.stdout == answer + "\n"
@@ -88,19 +76,17 @@ def test_cli_chat_streams_the_answer(ckpt_dir, media_dir):
     (["notes.pdf", "--prompt", "hi"], "'notes.pdf' is not a supported image or video"),
     (["--prompt", "hi", "--temperature", "9"], "temperature must be between 0.0 and 2.0"),
 ])
-def test_cli_errors_are_one_line_and_non_zero(ckpt_dir, args, message):
+def test_cli_errors_are_one_line_and_non_zero(qvl_cli, ckpt_dir, args, message):
     if "--model" not in args:
         args = [*args, "--model", str(ckpt_dir("qwen2_5_vl"))]
-    out = _qvl("chat", *args)
+    out = qvl_cli("chat", *args)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("qvl: error:") and message in lines[-1]
     assert "Traceback" not in out.stderr
 
 
-def test_serve_with_a_missing_model_fails_at_start_with_one_message():
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
-    out = subprocess.run([sys.executable, "app.py", "--model", "/no/such/folder"], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=300)
+def test_serve_with_a_missing_model_fails_at_start_with_one_message(run_python):
+    out = run_python("app.py", "--model", "/no/such/folder")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "qvl: Model folder '/no/such/folder' does not exist." in out.stderr

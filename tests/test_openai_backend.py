@@ -9,12 +9,9 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,14 +38,14 @@ from qvl_core.flags import backend_options
 from qvl_core.media.images import PixelBudget, prepare_image
 from qvl_core.media.video import SampledVideo
 from qvl_core.tasks.grounding import planned_input_size
-from tests.serving import TRACE, free_port, start_server
+from tests.conftest import child_env
+from tests.serving import TRACE, free_port
 from tests.test_docparse_task import REPORT_HTML, make_pdf
 from tests.test_grounding_app import EXPECTED_BOX, EXPECTED_POINT, ORIGINAL, scripted_answer
 from tests.test_video_app import ANSWER as VIDEO_ANSWER
 from tests.test_video_app import CLOCK
 from ui.config import add_serve_args, serve_config
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-secret-never-shown"
 Q25 = FAMILIES["qwen2_5_vl"]
 
@@ -316,14 +313,14 @@ def test_refused_key_and_unreachable_server(broken):
 
 # ---- a real transformers serve behind the app ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def servers(ckpt_dir, tmp_path_factory):
+def servers(model_server, ckpt_dir, tmp_path_factory):
     """Four real servers, started together: scripted grounding, document and video answers, random weights."""
     logs = tmp_path_factory.mktemp("servers")
     models = {"ground": ckpt_dir("qwen2_5_vl", scripted_answer("qwen2_5_vl")),
               "doc": ckpt_dir("qwen2_5_vl", REPORT_HTML),
               "video": ckpt_dir("qwen2_5_vl", VIDEO_ANSWER),
               "random": ckpt_dir("qwen2_5_vl")}
-    running = {name: start_server(model, logs / f"{name}.log") for name, model in models.items()}
+    running = {name: model_server(model, logs / f"{name}.log") for name, model in models.items()}
     try:
         for server in running.values():
             server.wait_ready()
@@ -348,7 +345,6 @@ def apps(servers):
         demo.close()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_app_chat_through_the_server(apps, servers, tmp_path):
     demo = apps["ground"]
@@ -365,7 +361,6 @@ def test_app_chat_through_the_server(apps, servers, tmp_path):
     assert follow_up == scripted_answer("qwen2_5_vl")
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_grounding_through_the_server_is_exact_in_original_pixels(apps, tmp_path):
     """Our resize fixes the size the model sees; the server's own resize is a no-op, so boxes map back exactly."""
@@ -383,7 +378,6 @@ def test_grounding_through_the_server_is_exact_in_original_pixels(apps, tmp_path
     assert planned_input_size(ORIGINAL, Q25, 1280)[0] == (1008, 504)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_server_sees_exactly_our_image_size(servers, make_session, tmp_path):
     """Same prompt tokens on the server as in process: the server's processor kept our size (its resize did nothing),
@@ -404,7 +398,6 @@ def test_the_server_sees_exactly_our_image_size(servers, make_session, tmp_path)
         assert text == scripted_answer("qwen2_5_vl")[: len(text)] and text
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_documents_through_the_server(apps, tmp_path):
     pdf = make_pdf(tmp_path / "report.pdf", 1)
@@ -414,7 +407,6 @@ def test_documents_through_the_server(apps, tmp_path):
     assert layout[0]["blocks"][0]["kind"] == "heading"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_video_qa_through_the_server(apps):
     text, spans = Client(apps["video"].local_url, verbose=False).predict(
@@ -423,7 +415,6 @@ def test_video_qa_through_the_server(apps):
     assert (spans[0]["start"], spans[0]["end"]) == (4.0, 5.0)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_stop_ends_the_servers_generation(apps, servers):
     """Stop closes our stream; the server sees the disconnect and aborts its generate (its trace line says so)."""
@@ -443,7 +434,6 @@ def test_stop_ends_the_servers_generation(apps, servers):
     assert isinstance(reply, (str, dict, list))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_wrong_model_name_lists_what_the_server_serves(servers):
     backend = OpenAIBackend("Qwen/Qwen2.5-VL-7B-Instruct", servers["ground"].api_base)
@@ -451,16 +441,13 @@ def test_wrong_model_name_lists_what_the_server_serves(servers):
         backend.load()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_cli_ground_against_the_server(servers, tmp_path):
+def test_cli_ground_against_the_server(qvl_cli, servers, tmp_path):
     photo = tmp_path / "photo.png"
     Image.new("RGB", ORIGINAL, (240, 240, 240)).save(photo)
     out = tmp_path / "boxes.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "QVL_API_KEY": KEY}
-    res = subprocess.run([sys.executable, "-m", "qvl_core.cli", "ground", str(photo), "red box", "--backend",
-                          "openai", "--api-base", servers["ground"].api_base, "--model", servers["ground"].model,
-                          "--json", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    res = qvl_cli("ground", str(photo), "red box", "--backend", "openai", "--api-base", servers["ground"].api_base,
+                  "--model", servers["ground"].model, "--json", str(out), env=child_env(QVL_API_KEY=KEY))
     assert res.returncode == 0, res.stderr
     detections = json.loads(out.read_text())
     assert next(d for d in detections if d["bbox_2d"])["bbox_2d"] == pytest.approx(list(EXPECTED_BOX), abs=1.0)

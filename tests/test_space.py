@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -97,15 +95,13 @@ print(json.dumps({
 """
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_app_imports_as_a_zerogpu_space(ckpt_dir, tmp_path):
+def test_app_imports_as_a_zerogpu_space(run_python, ckpt_dir, tmp_path):
     """As on ZeroGPU: `spaces` imported first, model on (emulated) CUDA at import, generation wrapped."""
     pytest.importorskip("spaces")
     env = _space_env(tmp_path, ckpt_dir(), SPACES_ZERO_GPU="true",
                      SPACES_ZERO_DEVICE_API_URL="http://127.0.0.1:9")  # never called: nothing is generated here
-    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=280)
+    out = run_python("-c", IMPORT_PROBE, cwd=tmp_path, env=env, timeout=280)
     assert out.returncode == 0, out.stderr[-3000:]
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert probe["blocks"] and probe["zero_backend"] and probe["wrapped"] and probe["spaces_first"]
@@ -114,46 +110,38 @@ def test_app_imports_as_a_zerogpu_space(ckpt_dir, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_importing_the_app_off_spaces_does_nothing_heavy(tmp_path):
+def test_importing_the_app_off_spaces_does_nothing_heavy(run_python, tmp_path):
     code = ("import sys, app; print(hasattr(app, 'demo'), 'spaces' in sys.modules, 'torch' in sys.modules, "
             "'gradio' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPACE")}
     env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=110)
+    out = run_python("-c", code, cwd=tmp_path, env=env, timeout=110)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False", "False", "False"]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_cpu_space_runs_app_py_and_answers(ckpt_dir, tmp_path):
+def test_cpu_space_runs_app_py_and_answers(spawn_python, ckpt_dir, tmp_path):
     """`python app.py` as a (non-ZeroGPU) Space starts it: all interfaces, the platform's port, a real answer."""
     from gradio_client import Client
 
     port = free_port()
     env = _space_env(tmp_path, ckpt_dir("qwen2_5_vl", SPACE_ANSWER), GRADIO_SERVER_PORT=str(port), QVL_DEVICE="cpu")
     log = tmp_path / "space.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-    try:
-        client = None
-        for _ in range(600):  # readiness, not a timing check: the pytest timeout guards a hang
-            if proc.poll() is not None:
-                break
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.5)
-        assert client is not None, log.read_text()[-3000:]
-        reply = client.predict(message={"text": "Hello from a Space", "files": []}, api_name="/chat")
-        assert reply == SPACE_ANSWER
-        client.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = spawn_python(str(ROOT / "app.py"), log=log, cwd=tmp_path, env=env)  # stopped by the fixture
+    client = None
+    for _ in range(600):  # readiness, not a timing check: the pytest timeout guards a hang
+        if proc.poll() is not None:
+            break
+        try:
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.5)
+    assert client is not None, log.read_text()[-3000:]
+    reply = client.predict(message={"text": "Hello from a Space", "files": []}, api_name="/chat")
+    assert reply == SPACE_ANSWER
+    client.close()
 
 
 def test_zerogpu_backend_generates_through_its_gpu_function_with_pickled_inputs(make_session, media_dir):

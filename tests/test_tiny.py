@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; a download attempt must fail
@@ -24,7 +22,6 @@ ARCHITECTURES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
 }
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_TINY_BYTES = 20 * 1024 * 1024
 
 JSON_ANSWER = (
@@ -334,15 +331,11 @@ def test_scripted_checkpoint_reproduces_a_long_unicode_html_answer(loaded):
         assert len(new_ids) < 100
 
 
-def test_cli_builds_a_scripted_checkpoint(tmp_path):
+def test_cli_builds_a_scripted_checkpoint(run_python, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     out = tmp_path / "cli"
-    result = subprocess.run(
-        [sys.executable, "-m", "qvl_core.testing.tiny", str(out), "--family", "qwen2_vl", "--answer", "hi"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = run_python("-m", "qvl_core.testing.tiny", str(out), "--family", "qwen2_vl", "--answer", "hi", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out)
     config = json.loads((out / "config.json").read_text())
@@ -354,12 +347,9 @@ def test_cli_builds_a_scripted_checkpoint(tmp_path):
     assert text == "hi"
 
 
-def test_cli_rejects_two_answer_sources(tmp_path):
+def test_cli_rejects_two_answer_sources(run_python, tmp_path):
     answer_file = tmp_path / "answer.txt"
     answer_file.write_text("x", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "qvl_core.testing.tiny", str(tmp_path / "o"), "--answer", "a", "--answer-file",
-         str(answer_file)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )
+    result = run_python("-m", "qvl_core.testing.tiny", str(tmp_path / "o"), "--answer", "a", "--answer-file",
+                        str(answer_file), timeout=60)
     assert result.returncode == 2 and "not allowed with" in result.stderr

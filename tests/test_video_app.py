@@ -4,9 +4,6 @@ included, per family clock), through the tab, /video_qa, the CLI, and a real bro
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +12,6 @@ from gradio_client import Client, handle_file
 
 from qvl_core.media.video import VideoBudget
 from qvl_core.tasks.video import PRESETS, ask_video, build_video_prompt
-from tests.browser import browser_page
 from ui.tabs.video import VideoTab, answer_html
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +95,6 @@ def test_estimate_before_running(make_session):
     assert "8.0 s at 10.00 fps" in text and "16 frames" in text and "visual tokens" in text
 
 
-@pytest.mark.slow
 def test_video_qa_api(make_session, launch_app):
     demo = launch_app(make_session("qwen2_5_vl", ANSWER))
     text, spans = Client(demo.local_url, verbose=False).predict(
@@ -108,32 +103,26 @@ def test_video_qa_api(make_session, launch_app):
                                                                            "seconds, and it is red before 00:02.50."}
 
 
-@pytest.mark.slow
-def test_cli_video(ckpt_dir, tmp_path):
+def test_cli_video(qvl_cli, ckpt_dir, tmp_path):
     out = tmp_path / "spans.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-m", "qvl_core.cli", "video", CLOCK, "When?", "--model",
-                          str(ckpt_dir("qwen2_5_vl", ANSWER)), "--device", "cpu", "--json", str(out)],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    res = qvl_cli("video", CLOCK, "When?", "--model", str(ckpt_dir("qwen2_5_vl", ANSWER)), "--device", "cpu",
+                  "--json", str(out))
     assert res.returncode == 0, res.stderr
     assert res.stdout == ANSWER + "\n" and "16 frames at 2.00 fps" in res.stderr
     assert json.loads(out.read_text())[0]["start"] == 4.0
 
 
-@pytest.mark.browser
-@pytest.mark.slow
-def test_clicking_a_timestamp_seeks_the_player(make_session, launch_app, artifacts):
+def test_clicking_a_timestamp_seeks_the_player(make_session, launch_app, artifacts, page):
     url = launch_app(make_session("qwen2_5_vl", ANSWER)).local_url
-    with browser_page() as page:
-        page.goto(url)
-        page.get_by_role("tab", name="Video QA").click()
-        page.wait_for_selector("#video-player", state="visible")
-        page.set_input_files("#video-player input[type=file]", CLOCK)
-        page.wait_for_selector("#video-player video")
-        page.wait_for_selector("#video-estimate >> text=16 frames")
-        page.click("#video-run")
-        page.wait_for_selector("#video-summary >> text=time span")
-        page.locator('#video-answer .qvl-chip[data-t="4.000"]').first.click()
-        page.wait_for_function("Math.abs(document.querySelector('#video-player video').currentTime - 4.0) < 0.05")
-        assert page.locator("#video-gallery img").count() >= 2  # frames at the answer's times
-        page.screenshot(path=str(artifacts / "video.png"), full_page=True)
+    page.goto(url)
+    page.get_by_role("tab", name="Video QA").click()
+    page.wait_for_selector("#video-player", state="visible")
+    page.set_input_files("#video-player input[type=file]", CLOCK)
+    page.wait_for_selector("#video-player video")
+    page.wait_for_selector("#video-estimate >> text=16 frames")
+    page.click("#video-run")
+    page.wait_for_selector("#video-summary >> text=time span")
+    page.locator('#video-answer .qvl-chip[data-t="4.000"]').first.click()
+    page.wait_for_function("Math.abs(document.querySelector('#video-player video').currentTime - 4.0) < 0.05")
+    assert page.locator("#video-gallery img").count() >= 2  # frames at the answer's times
+    page.screenshot(path=str(artifacts / "video.png"), full_page=True)
