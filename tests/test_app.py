@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
 import gradio as gr
+import gradio.routes
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.utils import Status
 
+import ui.tabs.chat
 from qvl_core.engine.local import ModelSession
 from qvl_core.tasks.conversation import Conversation
+from ui.common import throttled
 from ui.tabs.chat import ChatSettings, ChatTab, render
 
 SCRIPTED = "A red circle, a blue rectangle and a green triangle.\n\n$E = mc^2$"
+# About 260 tokens: far more than a Stop after the third one lets through.
+LONG_ANSWER = " ".join(f"word{i}" for i in range(4000))
+GATE_PASS = 3  # the Stop test holds the model's third forward pass until Gradio has received the Stop
 
 
 class RecordingSession(ModelSession):
@@ -31,15 +39,19 @@ class RecordingSession(ModelSession):
 
 
 @pytest.fixture(scope="module")
-def app(make_session, launch_app):
-    session = RecordingSession(make_session("qwen2_5_vl", SCRIPTED))
+def session(make_session):
+    return RecordingSession(make_session("qwen2_5_vl", SCRIPTED))
+
+
+@pytest.fixture(scope="module")
+def app(session, launch_app):
     return launch_app(session), session
 
 
 @pytest.fixture(scope="module")
-def random_app(make_session, launch_app):
-    session = make_session("qwen2_5_vl")
-    return launch_app(session), session
+def long_app(recording_backend, launch_app):
+    backend = recording_backend("qwen2_5_vl", LONG_ANSWER)
+    return launch_app(backend), backend
 
 
 def test_chat_api_answers_with_an_image(app, media_dir):
@@ -92,21 +104,58 @@ def test_two_concurrent_sessions_never_see_each_others_history(app):
         assert sorted(len(c) for c in convs) == [1, 3, 5]
 
 
-def test_stop_cancels_the_generation_and_frees_the_gpu(random_app):
-    demo, session = random_app
-    client = Client(demo.local_url, verbose=False)
-    job = client.submit(message={"text": "never stop", "files": []}, max_new_tokens=30000, api_name="/chat")
-    deadline = time.monotonic() + 120
+@pytest.mark.timeout(300)
+def test_stop_cuts_a_long_answer_and_frees_the_gpu(long_app, monkeypatch):
+    """Regression: on random weights this test passed when the model reached EOS before the Stop, and only
+    checked that the next reply was a string. Now the answer is long and scripted, and the model is held at
+    its third pass until Gradio has the Stop: the reply must be cut, and the next request must run in full."""
+    demo, backend = long_app
+    model = backend.inner.loaded.model
+    cancel_received, passes = threading.Event(), [0]
+    real_cancel_tasks = gradio.routes.cancel_tasks
+
+    async def noting_cancel_tasks(task_ids):
+        cancel_received.set()
+        return await real_cancel_tasks(task_ids)
+
+    def gated(forward):
+        def gated_forward(*args, **kwargs):
+            passes[0] += 1
+            if passes[0] == GATE_PASS:
+                assert cancel_received.wait(timeout=120), "the Stop never reached the server"
+            return forward(*args, **kwargs)
+        return gated_forward
+
+    monkeypatch.setattr(gradio.routes, "cancel_tasks", noting_cancel_tasks)
+    # Every token goes to the client at once, so the app pulls nothing after the one the Stop releases.
+    monkeypatch.setattr(ui.tabs.chat, "throttled", functools.partial(throttled, interval=0.0))
+    # wraps() keeps forward's signature, which generate() inspects to validate its arguments.
+    monkeypatch.setattr(model, "forward", functools.wraps(model.forward)(gated(model.forward)))
+
+    job = Client(demo.local_url, verbose=False).submit(message={"text": "tell me everything", "files": []},
+                                                       max_new_tokens=2000, api_name="/chat")
+    deadline = time.monotonic() + 120  # hang guards, not timing checks
     while not job.outputs() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert job.outputs(), "no partial output streamed"
-    job.cancel()
-    while session._gpu_lock.locked() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not session._gpu_lock.locked()
-    reply = Client(demo.local_url, verbose=False).predict(message={"text": "short", "files": []},
-                                                          max_new_tokens=4, api_name="/chat")
-    assert isinstance(reply, str)
+    # Gradio's /cancel waits for the generator to come back from the held pass, so press Stop from a thread.
+    stopper = threading.Thread(target=job.cancel)
+    stopper.start()
+    stopper.join(timeout=120)
+    while backend.records[-1]["finish"] is None or backend.inner._gpu_lock.locked():
+        assert time.monotonic() < deadline, "the stopped request never released the GPU"
+        time.sleep(0.02)
+
+    partial, record = job.outputs()[-1], backend.records[-1]
+    assert job.status().code == Status.CANCELLED
+    assert record["finish"] == "closed"  # the app closed the model stream before its last chunk
+    for text in (partial, record["text"]):
+        assert text and LONG_ANSWER.startswith(text) and len(text) < len(LONG_ANSWER)
+    stopped_after = passes[0]
+    reply = Client(demo.local_url, verbose=False).predict(message={"text": "again", "files": []},
+                                                          max_new_tokens=2000, api_name="/chat")
+    assert reply == LONG_ANSWER
+    assert stopped_after < backend.records[-1]["tokens"], "the generation ran to the end of the answer"
 
 
 def test_chat_reset_starts_a_new_conversation(app):
@@ -129,8 +178,7 @@ def _run(gen):
     return last
 
 
-def test_chat_handlers_send_stream_retry_undo_edit(app, media_dir):
-    _, session = app
+def test_chat_handlers_send_stream_retry_undo_edit(session, media_dir):
     tab = ChatTab(session)
     conv, shown, box = tab.add_message({"text": "Describe", "files": [str(media_dir / "red.jpg")]}, Conversation())
     assert shown[0]["content"][0] == {"path": str(media_dir / "red.jpg")} and not box.interactive
@@ -150,8 +198,7 @@ def test_chat_handlers_send_stream_retry_undo_edit(app, media_dir):
     assert [t.text for t in conv.turns] == ["second try"] and conv.awaiting_answer
 
 
-def test_chat_handler_errors_are_messages(app):
-    _, session = app
+def test_chat_handler_errors_are_messages(session):
     tab = ChatTab(session)
     with pytest.raises(gr.Error, match="Type a message"):
         tab.add_message({"text": "  ", "files": []}, Conversation())
@@ -162,8 +209,7 @@ def test_chat_handler_errors_are_messages(app):
         _run(tab.answer(conv, *bad))
 
 
-def test_stop_keeps_the_partial_answer(app):
-    _, session = app
+def test_stop_keeps_the_partial_answer(session):
     conv = Conversation().send("go")
     from ui.tabs.chat import stream_answer
 

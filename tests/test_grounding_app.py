@@ -11,6 +11,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from qvl_core.families import family_for
+from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS
 from qvl_core.tasks.grounding import ground, planned_input_size
 from ui.tabs.grounding import GroundingTab
 
@@ -115,12 +116,17 @@ def test_tab_bad_input_is_a_message(make_session, tmp_path, image_kind, message)
 
 
 def test_tiny_image_is_upscaled_not_refused(make_session, tmp_path):
+    """Regression: this test looped over the detections without asserting there were any, and its scripted boxes
+    were written for a 1000x500 image, so it passed whatever came back. Now the answer is in the upscaled
+    input's pixels and the box must come back exactly, in the 6x4 original's pixels."""
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (6, 4), (255, 0, 0)).save(tiny)
-    *_, last = ground(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")), str(tiny), "Find it")
+    (iw, ih), _ = planned_input_size((6, 4), family_for("qwen2_5_vl"), DEFAULT_MAX_IMAGE_TOKENS)
+    assert iw > 6 and ih > 4  # upscaled to the model's minimum
+    answer = f'[{{"bbox_2d": [{iw // 2}, 0, {iw}, {ih // 2}], "label": "top right"}}]'
+    *_, last = ground(make_session("qwen2_5_vl", answer), str(tiny), "Find it")
     assert last.result.image_size == (6, 4)
-    for d in last.result.detections:  # coordinates land inside the 6x4 original
-        assert d.box is None or (0 <= d.box[0] <= d.box[2] <= 6 and 0 <= d.box[1] <= d.box[3] <= 4)
+    assert [(d.label, d.box) for d in last.result.detections] == [("top right", pytest.approx((3, 0, 6, 2)))]
 
 
 def test_preset_without_text_is_explained(make_session, photo):

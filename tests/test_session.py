@@ -141,8 +141,38 @@ def test_closing_the_stream_cancels_within_a_step_and_frees_the_lock(make_sessio
     assert stats.finish_reason in ("stop", "length")
 
 
-def test_one_users_stop_does_not_touch_another_generation(make_session):
+class ContendedLock:
+    """A lock that reports when a caller found it taken and had to wait (orders threads without sleeping)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        self.contended.set()
+        return self._lock.acquire(blocking, timeout) if blocking else False
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def test_one_users_stop_does_not_touch_another_generation(make_session, monkeypatch):
+    """Guards against a stop flag shared by every request (one user's Stop cancelling the next generation).
+    B must be waiting for the lock A holds when A stops: the order is forced, where a sleep(0.2) only hoped."""
     s = make_session("qwen2_5_vl")
+    lock = ContendedLock()
+    monkeypatch.setattr(s, "_gpu_lock", lock)
     results: dict[str, object] = {}
     first = s.stream(ask("A", max_new_tokens=20_000))
     next(first)  # A holds the GPU lock now
@@ -152,7 +182,7 @@ def test_one_users_stop_does_not_touch_another_generation(make_session):
 
     t = threading.Thread(target=other)
     t.start()
-    time.sleep(0.2)  # B is now waiting for the lock
+    assert lock.contended.wait(timeout=120), "B never reached the GPU lock"  # B found it taken and waits
     first.close()  # A stops
     t.join(timeout=120)
     assert results["B"].finish_reason in ("stop", "length")
