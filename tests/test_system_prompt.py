@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,12 @@ import torch  # noqa: F401 - imported at collection: its first import runs ldcon
 
 from qvl_core.engine.messages import build_messages, user_turn
 from qvl_core.tasks.conversation import Conversation
+from qvl_core.testing.shrunk import real_files_dir
 from ui.tabs.chat import DEFAULT_SYSTEM, SYSTEM_PLACEHOLDER, ChatSettings
 
 TEMPLATE_DEFAULT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 # The released Qwen2.5-VL-7B-Instruct non-weight files, where this machine has them.
-REAL_FILES = Path(os.environ.get("QVL_REAL_MODEL_FILES", "/work/shared/real-model-files")) / "Qwen2.5-VL-7B-Instruct"
+REAL_FILES = real_files_dir("Qwen2.5-VL-7B-Instruct") or Path("/nonexistent")
 
 
 def chat_prompt(session, system: str) -> str:
