@@ -45,7 +45,7 @@ def _run(order: list[tuple[str, type]], path: Path, job: Callable, args: tuple,
         try:
             return _call(job, (reader, str(path), *args), on_message), name
         except _Failed as exc:
-            log.warning("video decoder %s failed on %s: %s", name, path.name, exc)
+            log.info("video decoder %s failed on %s: %s", name, path.name, exc)  # the UserError below sums up
             failures.append((name, str(exc)))
     tried = [n for n, why in failures if why != "not installed"]
     if not tried:
@@ -66,12 +66,19 @@ class _Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))  # same imports as here
         boot = ("import sys; from qvl_core.media.video.workers import _worker_main; "
                 "_worker_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])")
+        # FFmpeg, OpenCV and decord write their complaints about a bad file straight to the process's stderr
+        # (several lines per decoder tried). They go to this module's debug log, or nowhere when it is off,
+        # so a terminal shows the one error that sums them up; `qvl --verbose` shows them.
+        verbose = log.isEnabledFor(logging.DEBUG)
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", boot, str(job_r), str(res_w), *modules],
-                                         pass_fds=(job_r, res_w), env=env, stdin=subprocess.DEVNULL)
+                                         pass_fds=(job_r, res_w), env=env, stdin=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE if verbose else subprocess.DEVNULL)
         finally:
             os.close(job_r)
             os.close(res_w)
+        if verbose:
+            threading.Thread(target=_log_stderr, args=(self.proc,), daemon=True).start()
         self.jobs = Connection(job_w, readable=False)
         self.results = Connection(res_r, writable=False)
         self.jobs_done = 0
@@ -95,6 +102,11 @@ class _Worker:
             conn.close()
         if self.proc.poll() is None:
             threading.Thread(target=_reap, args=(self.proc,), daemon=True).start()
+
+
+def _log_stderr(proc: subprocess.Popen) -> None:
+    for line in proc.stderr:  # ends when the process does
+        log.debug("video worker %d: %s", proc.pid, line.decode(errors="replace").rstrip())
 
 
 def _reap(proc: subprocess.Popen) -> None:
