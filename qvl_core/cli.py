@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from qvl_core.engine.backend import open_backend
-from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, sampling_from_values
+from qvl_core.engine.backend import Backend, close_backend, open_backend
+from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAMPLING, sampling_from_values
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.flags import add_model_args, backend_options
@@ -25,12 +25,15 @@ from qvl_core.tasks.conversation import Conversation
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """Sampling and media flags, defaulting to DEFAULT_SAMPLING and the media defaults (a command sets its own
+    task's max new tokens with set_defaults)."""
+    d = DEFAULT_SAMPLING
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.05)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--top-k", type=int, default=d.top_k, help="0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-image-tokens", type=int, default=DEFAULT_MAX_IMAGE_TOKENS)
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="video sampling rate")
     p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES)
@@ -44,7 +47,7 @@ def cmd_chat(ns: argparse.Namespace) -> int:
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
         label_media=len(ns.files) > 1,
     )
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     stats = None
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
@@ -69,7 +72,7 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     from qvl_core.parse.grounding import build_prompt
     from qvl_core.tasks.grounding import ground
 
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
     result = None
     with contextlib.closing(ground(session, ns.image, prompt, sampling=_sampling(ns),
@@ -84,7 +87,8 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     else:
         print(text)
     if ns.draw:
-        draw_detections(open_image(ns.image), list(result.detections)).save(ns.draw)
+        draw_detections(open_image(ns.image, max_pixels=session.limits.max_image_pixels),
+                        list(result.detections)).save(ns.draw)
     if not ns.quiet:
         print(f"[{len(detections)} found; image {result.image_size[0]}x{result.image_size[1]}, model saw "
               f"{result.input_size[0]}x{result.input_size[1]}; {result.stats.finish_reason}]", file=sys.stderr)
@@ -117,7 +121,6 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from qvl_core.tasks.documents import (
-        DEFAULT_DOC_IMAGE_TOKENS,
         MODES,
         JobOptions,
         PageCache,
@@ -134,9 +137,9 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     mode = MODES[3] if ns.fields else MODES[0]
     options = JobOptions(mode=mode, pages=ns.pages, dpi=ns.dpi, sampling=_sampling(ns),
-                         max_image_tokens=ns.max_image_tokens or DEFAULT_DOC_IMAGE_TOKENS,
+                         max_image_tokens=ns.max_image_tokens,
                          fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1)
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     cache = PageCache(out / ".qvl-cache", session, options)
     render = {"html": job_html, "md": job_markdown, "text": job_text,
               "json": lambda pages: json.dumps(job_json(pages), indent=2, ensure_ascii=False)}[ns.format]
@@ -178,7 +181,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
     from qvl_core.parse.timespans import format_timestamp
     from qvl_core.tasks.video import ask_video
 
-    session = open_backend(backend_options(ns))
+    session = _open(ns)
     budget = VideoBudget(fps=ns.fps, max_frames=ns.max_frames)
     answer = None
     shown = 0
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     grd.set_defaults(func=cmd_ground, max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
 
     from qvl_core.media.documents import DEFAULT_DPI
-    from qvl_core.tasks.documents import DEFAULT_DOC_MAX_NEW_TOKENS
+    from qvl_core.tasks.documents import DEFAULT_DOC_IMAGE_TOKENS, DEFAULT_DOC_MAX_NEW_TOKENS
 
     prs = sub.add_parser("parse", help="documents (PDFs, page images, folders) -> HTML / Markdown / JSON / text")
     prs.add_argument("inputs", nargs="+", help="files or folders (searched recursively)")
@@ -243,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     prs.add_argument("--quiet", "-q", action="store_true")
     add_model_args(prs)
     _add_sampling_args(prs)
-    prs.set_defaults(func=cmd_parse, max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS, max_image_tokens=None)
+    prs.set_defaults(func=cmd_parse, max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS,
+                     max_image_tokens=DEFAULT_DOC_IMAGE_TOKENS)
+
+    from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS
 
     vid = sub.add_parser("video", help="ask about a video; answers stream, times come out in seconds of the file")
     vid.add_argument("video")
@@ -254,15 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--quiet", "-q", action="store_true")
     add_model_args(vid)
     _add_sampling_args(vid)
-    vid.set_defaults(func=cmd_video)
+    vid.set_defaults(func=cmd_video, max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS)
     for command in (chat, grd, prs, vid):
         command.add_argument("--verbose", "-v", action="store_true",
                              help="also log what led to an error (each video decoder tried, native decoder output)")
     return parser
 
 
+def _open(ns: argparse.Namespace) -> Backend:
+    """The command's backend, closed by `run` when the command ends (however it ends)."""
+    backend = open_backend(backend_options(ns))
+    ns.opened_backends.append(backend)
+    return backend
+
+
 def run(func: Callable[[argparse.Namespace], int], ns: argparse.Namespace) -> int:
     """Run a command; user-facing errors become one line on stderr and a non-zero exit."""
+    ns.opened_backends = []
     try:
         return func(ns)
     except (UserError, GenerationError) as exc:
@@ -271,6 +285,9 @@ def run(func: Callable[[argparse.Namespace], int], ns: argparse.Namespace) -> in
     except KeyboardInterrupt:
         print("qvl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for backend in ns.opened_backends:
+            close_backend(backend)
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
