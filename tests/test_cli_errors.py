@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def qvl(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TORCH_LOGS"}
-    return subprocess.run([sys.executable, "-m", "qvl_core.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +14,18 @@ def fake_mp4(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_text_file_named_mp4_gives_one_error_line(ckpt_dir, fake_mp4):
+def test_a_text_file_named_mp4_gives_one_error_line(qvl_cli, ckpt_dir, fake_mp4):
     """Regression: `qvl video` ran three decoders, each logging a warning and native decoder noise: nine
     lines of stderr before the one that says what is wrong."""
-    out = qvl("video", str(fake_mp4), "What happens?", "--model", str(ckpt_dir("qwen2_5_vl")), "--device", "cpu")
+    out = qvl_cli("video", str(fake_mp4), "What happens?", "--model", str(ckpt_dir("qwen2_5_vl")), "--device", "cpu")
     assert out.returncode == 2
-    assert out.stderr.splitlines() == [
-        "qvl: error: File 'notes.mp4' is not a video this app can read (Invalid data found when processing input) "
-        "(also tried: opencv, decord)."]
+    [line] = out.stderr.splitlines()
+    assert line.startswith("qvl: error: File 'notes.mp4' is not a video this app can read (") and "also tried" in line
 
 
-def test_verbose_shows_each_decoder_tried_and_its_native_output(ckpt_dir, fake_mp4):
-    out = qvl("chat", str(fake_mp4), "-p", "What happens?", "--model", str(ckpt_dir("qwen2_5_vl")), "--device", "cpu",
-              "--verbose")
+def test_verbose_shows_each_decoder_tried_and_its_native_output(qvl_cli, ckpt_dir, fake_mp4):
+    out = qvl_cli("chat", str(fake_mp4), "-p", "What happens?", "--model", str(ckpt_dir("qwen2_5_vl")),
+                  "--device", "cpu", "--verbose")
     lines = out.stderr.splitlines()
     assert out.returncode == 2 and lines[-1].startswith("qvl: error: File 'notes.mp4' is not a video")
     assert any("video decoder pyav failed on notes.mp4" in line for line in lines)
@@ -45,12 +33,12 @@ def test_verbose_shows_each_decoder_tried_and_its_native_output(ckpt_dir, fake_m
     assert any("moov atom not found" in line for line in lines), "FFmpeg's own message, from the worker's stderr"
 
 
-def test_a_junk_pdf_gives_one_error_line_and_no_progress_bar(ckpt_dir, tmp_path):
+def test_a_junk_pdf_gives_one_error_line_and_no_progress_bar(qvl_cli, ckpt_dir, tmp_path):
     """Regression: `qvl parse` drew its progress bar three times before saying the file is not a PDF."""
     junk = tmp_path / "scan.pdf"
     junk.write_bytes(bytes(range(256)) * 8)
-    out = qvl("parse", str(junk), "--out", str(tmp_path / "out"), "--model", str(ckpt_dir("qwen2_5_vl")),
-              "--device", "cpu")
+    out = qvl_cli("parse", str(junk), "--out", str(tmp_path / "out"), "--model", str(ckpt_dir("qwen2_5_vl")),
+                  "--device", "cpu")
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
         "qvl: error: File 'scan.pdf' is not a PDF (no %PDF- header); it may be another kind of file renamed .pdf."]
