@@ -1,29 +1,186 @@
-"""Model-written Markdown made inert for display: no raw HTML, no images that load, no script links. Pure.
+"""Model-written Markdown made inert and bounded for display: no raw HTML, no loading images, no script links. Pure.
 
 The chat renders the model's answer as Markdown. Gradio's sanitizer removes scripts and event handlers,
-but keeps remote images (`![](http://…)`, `<img src=http://…>`) and CSS `url()`, which make the browser
-contact any host the answer names (a tracking pixel for whoever planted text in an image or a document).
-So before display, outside code spans and fences:
-- every `<` that starts a tag becomes `&lt;`: raw HTML shows as text (Markdown renders the entity as `<`);
-- `![` becomes `!\\[`: an image turns into a plain link that loads nothing until someone clicks it;
-- a link target that is not http(s), mailto or an in-page anchor becomes `#` (javascript:, data:, vbscript:…).
+but keeps remote images (`![](http://…)`, `<img src=http://…>`), CSS `url()` and `position:fixed` overlays,
+which make the browser contact any host the answer names or cover the page. So before display:
+- what is code is decided by a CommonMark parser (markdown-it-py), not by a pattern of our own: an escaped
+  backtick, backtick runs of unequal length, a fence whose info string holds a backtick or a fence indented
+  four spaces are all not what a regex thinks they are, and whatever is not code is where HTML would be live;
+- outside code every `<` that starts a tag becomes `&lt;` (raw HTML shows as text), `![` becomes `!\\[` (an image
+  turns into a link that loads nothing until clicked), and a link target that is not http(s), mailto or an
+  in-page anchor becomes `#` (javascript:, data:, vbscript:…);
+- nesting is bounded: KaTeX crashes the tab on a formula nested a few hundred deep, and the browser's Markdown
+  renderer runs out of stack on thousands of nested quotes, lists or emphasis markers;
+- the result is parsed again, and if anything live is left (a tag, an image, an unsafe link) the whole answer is
+  shown as one code block instead: safe by construction, whatever the first pass missed.
 The conversation keeps the raw text; this runs only on the way to the screen.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
-# Fenced blocks (closed or running to the end of an unfinished answer) and inline code spans are kept as is:
-# their content is shown as text by any Markdown renderer.
-_CODE = re.compile(r"(^[ \t]*```.*?(?:^[ \t]*```[^\n]*$|\Z)|^[ \t]*~~~.*?(?:^[ \t]*~~~[^\n]*$|\Z)|`+[^`\n]+`+)",
-                   re.S | re.M)
+from markdown_it import MarkdownIt
+from markdown_it.rules_inline import backtick
+
+MAX_CONTAINERS = 16  # quote and list markers opening on one line; more are dropped
+MAX_INDENT = 100  # columns of a line's container prefix; each nested list level needs two or more
+MAX_DELIMITER_RUN = 3  # `***` is bold italic; a longer run of * _ or ~ only nests deeper, so the rest is escaped
+MAX_DELIMITERS = 200  # emphasis delimiter runs in one paragraph; later ones are escaped (shown as characters)
+MAX_MATH_DEPTH = 24  # groups ({, \left, \begin) nested in one formula; a deeper formula is shown as code
+# The parser's own bound; above what the limits above allow, so it only guards the parser itself.
+_PARSER_NESTING = 128
+# The delimiters the chat's KaTeX renders, in the order Gradio extracts them (before it parses Markdown).
+_MATH = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
+
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _INLINE_TARGET = re.compile(r"(\]\(\s*<?)([^)\s>]*)")
 _REFERENCE_TARGET = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?)(\S*)", re.M)
 _SAFE_TARGET = re.compile(r"(?:https?://|mailto:|#)", re.I)
+_SAFE_HREF = re.compile(r"(?:https?:|mailto:|#)", re.I)
 # Entities and control characters can hide a scheme ("jav&#97;script:"); such targets are never safe.
 _OBFUSCATED = re.compile(r"[&\\\x00-\x20%]")
+_CONTAINER = re.compile(r"[ \t]*(?:>|[-+*](?=[ \t]|$)|\d{1,9}[.)](?=[ \t]|$))")
+_DELIMITERS = re.compile(r"\n[ \t]*\n|\*+|_+|~+")
+_GROUP = re.compile(r"\\begin\b|\\end\b|\\left\b|\\right\b|\\.|[{}]", re.S)
+_SPANS = "qvl_code_spans"
+
+
+def _record_code_spans(state, silent: bool) -> bool:
+    """markdown-it's own code-span rule, noting where each span it makes starts and ends in its source."""
+    start, count = state.pos, len(state.tokens)
+    ok = backtick(state, silent)
+    if ok and not silent and len(state.tokens) > count and state.tokens[-1].type == "code_inline":
+        state.env.setdefault(_SPANS, []).append((state.src, start, state.pos))
+    return ok
+
+
+@functools.cache
+def _parsers() -> tuple[MarkdownIt, MarkdownIt]:
+    """(the parser that finds code, the checker); GFM tables and strikethrough as the browser's renderer has."""
+    md = MarkdownIt("commonmark", {"html": True, "maxNesting": _PARSER_NESTING}).enable(["table", "strikethrough"])
+    md.inline.ruler.at("backticks", _record_code_spans)
+    check = MarkdownIt("commonmark", {"html": True, "maxNesting": _PARSER_NESTING}).enable(["table", "strikethrough"])
+    check.validateLink = lambda url: True  # the browser's renderer makes links of any scheme: see them all
+    return md, check
+
+
+def _columns(space: str) -> int:
+    col = 0
+    for ch in space:
+        col = col + 4 - col % 4 if ch == "\t" else col + 1
+    return col
+
+
+def _bound_line(line: str) -> str:
+    pos, markers = 0, []
+    while (m := _CONTAINER.match(line, pos)) and m.end() > pos:
+        markers.append(m.group())
+        pos = m.end()
+    rest = line[pos:]
+    body = rest.lstrip(" \t")
+    prefix = "".join(markers) + rest[: len(rest) - len(body)]
+    if len(markers) <= MAX_CONTAINERS and _columns(prefix) <= MAX_INDENT:
+        return line
+    lead = _columns(prefix[: len(prefix) - len(prefix.lstrip(" \t"))])
+    kept = " ".join(m.strip() for m in markers[:MAX_CONTAINERS])
+    return " " * min(lead, MAX_INDENT // 2) + (kept + " " if kept else "") + body
+
+
+def _bound_containers(text: str) -> str:
+    """Quote and list nesting flattened past MAX_CONTAINERS markers or MAX_INDENT columns on a line."""
+    return "\n".join(_bound_line(line) for line in text.split("\n"))
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            starts.append(i + 1)
+    return starts
+
+
+def _place(line: str, piece: str, lo: int) -> int:
+    """Where a line of an inline token's content sits in its source line (-1: not found).
+
+    The content is the line less its container prefix and, at a paragraph's end or in a heading, its trailing
+    white space or closing #s: the first match that leaves only such a tail, else the first match (a table cell).
+    """
+    first, s = -1, line.find(piece, lo)
+    while s >= 0:
+        first = s if first < 0 else first
+        if not line[s + len(piece):].strip(" \t#"):
+            return s
+        s = line.find(piece, s + 1)
+    return first
+
+
+def _code_regions(text: str) -> list[tuple[int, int]]:
+    """[start, end) of every code block and code span in `text`, as CommonMark parses it."""
+    md, _ = _parsers()
+    env: dict = {}
+    tokens = md.parse(text, env)
+    lines, starts = text.split("\n"), _line_starts(text)
+    spans = env.get(_SPANS, [])
+    regions: list[tuple[int, int]] = []
+    cursor: dict[int, int] = {}  # table cells share a line: each is found after the one before
+    for tok in tokens:
+        if tok.type in ("fence", "code_block") and tok.map:
+            a, b = tok.map
+            regions.append((starts[a], starts[b] if b < len(starts) else len(text)))
+        if tok.type != "inline":
+            continue
+        mine = []
+        while spans and spans[0][0] is tok.content:
+            mine.append(spans.pop(0))
+        if not tok.map:
+            continue
+        offsets: list[int] = []  # text offset of each content line (-1: not placed)
+        for i, piece in enumerate(tok.content.split("\n")):
+            n = tok.map[0] + i
+            s = _place(lines[n], piece, cursor.get(n, 0)) if n < len(lines) else -1
+            if s >= 0:
+                cursor[n] = s + len(piece)
+            offsets.append(starts[n] + s if s >= 0 else -1)
+        line_of = _line_starts(tok.content)
+        for _, start, end in mine:
+            a, b = _offset(start, line_of, offsets), _offset(end - 1, line_of, offsets)
+            if a >= 0 and b >= 0:  # a span that cannot be placed stays out: its `<` are escaped (safe side)
+                regions.append((a, b + 1))
+    return sorted(regions)
+
+
+def _offset(pos: int, line_of: list[int], offsets: list[int]) -> int:
+    i = sum(1 for s in line_of if s <= pos) - 1
+    return offsets[i] + pos - line_of[i] if offsets[i] >= 0 else -1
+
+
+def _math_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each formula, found as Gradio finds them: each delimiter pair in turn, laziest match."""
+    masked, found = text, []
+    for left, right in _MATH:
+        for m in re.finditer(re.escape(left) + r"[\s\S]+?" + re.escape(right), masked):
+            found.append((m.start(), m.end()))
+            masked = masked[: m.start()] + "\x00" * (m.end() - m.start()) + masked[m.end():]
+    return sorted(found)
+
+
+def _math_depth(formula: str) -> int:
+    depth = deepest = 0
+    for m in _GROUP.finditer(formula):
+        tok = m.group()
+        if tok in ("{", "\\begin", "\\left"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif tok in ("}", "\\end", "\\right"):
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def _as_code_span(text: str) -> str:
+    ticks = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{ticks} {text} {ticks}"
 
 
 def _target(match: re.Match[str]) -> str:
@@ -34,20 +191,69 @@ def _target(match: re.Match[str]) -> str:
     return prefix + (url if ok else "#")
 
 
-def _neutralise(text: str) -> str:
-    text = _TAG_START.sub("&lt;", text)
+class _Delimiters:
+    """Caps emphasis: runs longer than MAX_DELIMITER_RUN, and runs past MAX_DELIMITERS in a paragraph, escaped."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, m: re.Match[str]) -> str:
+        run = m.group()
+        if run.startswith("\n"):
+            self.count = 0  # a blank line: a new paragraph
+            return run
+        self.count += 1
+        keep = 0 if self.count > MAX_DELIMITERS else MAX_DELIMITER_RUN
+        return run[:keep] + "".join("\\" + ch for ch in run[keep:])
+
+
+def _neutralise(text: str, delimiters: _Delimiters, math: list[tuple[int, int]]) -> str:
+    """Text outside code: tags shown as text, images as links, unsafe targets to `#`, emphasis capped."""
+    out, last = [], 0
+    for a, b in [*math, (len(text), len(text))]:
+        out.append(_DELIMITERS.sub(delimiters, text[last:a]))  # not inside a formula: `\_` would break it
+        formula = text[a:b]
+        out.append(_as_code_span(formula) if formula and _math_depth(formula) > MAX_MATH_DEPTH else formula)
+        last = b
+    text = _TAG_START.sub("&lt;", "".join(out))
     text = text.replace("![", "!\\[")
     text = _INLINE_TARGET.sub(_target, text)
     return _REFERENCE_TARGET.sub(_target, text)
 
 
+def _is_inert(markdown: str) -> bool:
+    """No raw HTML, no image and no link outside http(s), mailto and in-page anchors, as CommonMark parses it."""
+    _, check = _parsers()
+    stack = check.parse(markdown)
+    while stack:
+        tok = stack.pop()
+        if tok.type in ("html_block", "html_inline", "image"):
+            return False
+        if tok.type == "link_open" and not _SAFE_HREF.match(str(tok.attrs.get("href", ""))):
+            return False
+        stack.extend(tok.children or [])
+    return True
+
+
+def _as_code_block(text: str) -> str:
+    fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+@functools.lru_cache(maxsize=512)  # the chat renders every turn again on each streamed token
 def safe_markdown(text: str) -> str:
-    """`text` with raw HTML shown as text, images as links and unsafe link targets removed (code untouched)."""
-    out: list[str] = []
-    last = 0
-    for m in _CODE.finditer(text):
-        out.append(_neutralise(text[last:m.start()]))
-        out.append(m.group(0))
-        last = m.end()
-    out.append(_neutralise(text[last:]))
-    return "".join(out)
+    """`text` with raw HTML shown as text, images as links, unsafe link targets removed and nesting bounded."""
+    # As the parser reads it: its positions are positions in this text.
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "\ufffd")
+    text = _bound_containers(text)
+    delimiters, out, last = _Delimiters(), [], 0
+    math = _math_spans(text)
+    for a, b in [*_code_regions(text), (len(text), len(text))]:
+        if a < last:  # nested in, or overlapping, the region before
+            continue
+        mine = [(s - last, e - last) for s, e in math if last <= s and e <= a]
+        out.append(_neutralise(text[last:a], delimiters, mine))
+        out.append(text[a:b])
+        last = b
+    shown = "".join(out)
+    return shown if _is_inert(shown) else _as_code_block(text)
