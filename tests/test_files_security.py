@@ -93,13 +93,13 @@ def test_file_route_serves_uploads_and_nothing_else(app, tmp_path, request):
 
 
 def test_another_sessions_output_files_are_not_served_by_path(app, make_session):
-    """The tabs write downloads into our output folder; their paths there are never served (only a user's own
-    copy in Gradio's cache, under an unguessable hash)."""
-    tab = GroundingTab(make_session("qwen2_5_vl", BOXES))
+    """The tabs write downloads into the app's output folder; their paths there are never served (only a user's
+    own copy in Gradio's cache, under an unguessable hash)."""
+    tab = GroundingTab(make_session("qwen2_5_vl", BOXES), files=app.files)
     *_, last = tab.run(str(SHAPES), "Detect", "box", "", 1280, 256, 0.0, 1.0, 0, 1.05, -1)
     written = Path(last[3])
-    assert written.is_file() and written.is_relative_to(app_files.output_root())
-    for path in (written, written.parent, app_files.output_root()):
+    assert written.is_file() and written.is_relative_to(app.files.path)
+    for path in (written, written.parent, app.files.path):
         assert httpx.get(_file_url(app, str(path))).status_code in (403, 404), f"{path} was served"
 
 
@@ -150,14 +150,13 @@ def test_sweep_removes_only_old_outputs(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_uploads_and_outputs_are_deleted_on_schedule(served, make_session, request):
-    """With a 2 s lifetime, an upload (Gradio's cache) and a tab's output file (our folder) both disappear."""
+def test_uploads_and_outputs_are_deleted_on_schedule(served, make_session):
+    """With a 2 s lifetime, an upload (Gradio's cache) and a tab's output file (the app's folder) both disappear."""
     demo = served(cache_ttl_s=2)
-    request.addfinalizer(demo.sweeper_stop.set)  # other tests' outputs must not expire after 2 s
     assert demo.delete_cache == (1, 2)
     base = demo.local_url.rstrip("/")
-    *_, last = GroundingTab(make_session("qwen2_5_vl", BOXES)).run(str(SHAPES), "Detect", "box", "", 1280, 256,
-                                                                   0.0, 1.0, 0, 1.05, -1)
+    tab = GroundingTab(make_session("qwen2_5_vl", BOXES), files=demo.files)  # the app's own folder and sweeper
+    *_, last = tab.run(str(SHAPES), "Detect", "box", "", 1280, 256, 0.0, 1.0, 0, 1.05, -1)
     written = [Path(last[3]), Path(last[3]).parent]
     upload = Path(httpx.post(base + "/gradio_api/upload",
                              files={"files": ("late.png", SHAPES.read_bytes(), "image/png")}).json()[0])

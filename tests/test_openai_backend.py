@@ -26,11 +26,11 @@ from qvl_core.engine.openai import (
     build_payload,
     http_error,
     map_finish_reason,
-    parse_sse_line,
     resolve_family,
     sampling_fields,
 )
 from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.sse import parse_sse_line
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
 from qvl_core.families import FAMILIES

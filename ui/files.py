@@ -1,4 +1,4 @@
-"""The app's files: one output folder per process, swept on a schedule, and media URLs refused unless allowlisted."""
+"""The app's files: one output folder per app, swept on a schedule, and media URLs refused unless allowlisted."""
 
 from __future__ import annotations
 
@@ -16,24 +16,8 @@ from gradio_client import utils as client_utils
 
 log = logging.getLogger(__name__)
 
-# Everything the tabs write (drawings, JSON, downloads) goes under this one folder, so one sweep cleans it.
-_OUTPUT_ROOT: Path | None = None
-_ROOT_LOCK = threading.Lock()
 URL_FETCH_TIMEOUT_S = 30.0
 URL_MEDIA_HINT = "--allow-url-media HOST / QVL_ALLOW_URL_MEDIA"
-
-
-def output_root() -> Path:
-    global _OUTPUT_ROOT
-    with _ROOT_LOCK:
-        if _OUTPUT_ROOT is None or not _OUTPUT_ROOT.is_dir():
-            _OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="qvl-outputs-"))
-        return _OUTPUT_ROOT
-
-
-def output_dir(prefix: str) -> Path:
-    """A fresh folder for one request's output files (under the swept root)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=output_root()))
 
 
 def sweep(root: Path, max_age_s: float, now: float | None = None) -> list[Path]:
@@ -59,19 +43,64 @@ def sweep_interval(ttl_s: float) -> float:
     return max(1.0, ttl_s / 10)
 
 
-def start_sweeper(ttl_s: float, stop: threading.Event | None = None) -> threading.Event:
-    """Sweep the output root every `sweep_interval(ttl_s)` seconds in a daemon thread; set the event to stop."""
-    stop = stop or threading.Event()
+class OutputRoot:
+    """One app's folder for what its tabs write (drawings, JSON, downloads) and the sweeper that deletes them.
 
-    def loop() -> None:
-        while not stop.wait(sweep_interval(ttl_s)):
+    Each app (each build_demo) owns one: a process-wide folder let the app with the shortest lifetime delete
+    every other app's files. `ttl_s=None` never sweeps (a tab built on its own, in tests or scripts).
+    """
+
+    def __init__(self, ttl_s: float | None = None) -> None:
+        self.ttl_s = ttl_s
+        self.sweeper_stop = threading.Event()  # set to stop sweeping; stop_sweeper also waits for the thread
+        self._path: Path | None = None
+        self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
+
+    @property
+    def path(self) -> Path:
+        """The folder, made on first use (and made again if something removed it)."""
+        with self._lock:
+            if self._path is None or not self._path.is_dir():
+                self._path = Path(tempfile.mkdtemp(prefix="qvl-outputs-"))
+            return self._path
+
+    def new_dir(self, prefix: str) -> Path:
+        """A fresh folder for one request's output files."""
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.path))
+
+    @property
+    def sweeping(self) -> bool:
+        return self._sweeper is not None and self._sweeper.is_alive()
+
+    def start_sweeper(self) -> None:
+        """Sweep every `sweep_interval(ttl_s)` seconds in a daemon thread until stopped; a no-op while one runs."""
+        if self.ttl_s is None:
+            return
+        with self._lock:
+            if self.sweeping and not self.sweeper_stop.is_set():
+                return
+            if self._sweeper is not None:
+                self._sweeper.join()  # stopped but not yet out of its wait: one sweeper at a time
+            self.sweeper_stop.clear()
+            self._sweeper = threading.Thread(target=self._sweep_until_stopped, args=(self.ttl_s,),
+                                             name="qvl-sweeper", daemon=True)
+            self._sweeper.start()
+
+    def stop_sweeper(self) -> None:
+        """Stop sweeping and wait for the thread (a sweep under way finishes first)."""
+        self.sweeper_stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+
+    def _sweep_until_stopped(self, ttl_s: float) -> None:
+        while not self.sweeper_stop.wait(sweep_interval(ttl_s)):
+            root = self._path  # not `path`: a sweep never creates the folder
             try:
-                sweep(output_root(), ttl_s)
+                if root is not None:
+                    sweep(root, ttl_s)
             except OSError:
-                log.exception("sweeping the output folder failed")
-
-    threading.Thread(target=loop, name="qvl-sweeper", daemon=True).start()
-    return stop
+                log.exception("sweeping the output folder %s failed", root)
 
 
 def guard_url_media(demo: gr.Blocks, allow_hosts: tuple[str, ...] = (), max_bytes: int | None = None) -> None:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from qvl_core.engine.backend import Backend
 from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig, parse_file_size
-from ui.files import guard_url_media, start_sweeper, sweep_interval
+from ui.files import OutputRoot, guard_url_media, sweep_interval
 from ui.tabs.chat import ChatTab
 from ui.tabs.documents import DocumentsTab
 from ui.tabs.grounding import GroundingTab
@@ -29,13 +29,30 @@ def header_markdown(session: Backend) -> str:
     return f"### QVL Studio\n<span class='qvl-status'>{st.summary()}</span>"
 
 
-def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks:
+class StudioBlocks(gr.Blocks):
+    """The app's Blocks, owning its output folder (`files`): swept while the app may serve, not after close()."""
+
+    files: OutputRoot
+
+    def launch(self, *args, **kwargs):
+        self.files.start_sweeper()  # again, if an earlier close() stopped it
+        return super().launch(*args, **kwargs)
+
+    def close(self, verbose: bool = True) -> None:
+        try:
+            super().close(verbose)
+        finally:
+            self.files.stop_sweeper()
+
+
+def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlocks:
     """Build the whole UI around an already loaded session (nothing heavy happens here).
 
     The input limits are the session's own (`session.limits`: every request is checked against them and the
     tabs read them there); `config` must carry the same ones. `config` also brings how many requests the GPU
     queue runs at once, the lifetime of uploads and output files, the upload size and the hosts media URLs may
-    come from; without it the defaults hold.
+    come from; without it the defaults hold. The app writes its files under its own `demo.files`, swept by
+    its own lifetime (another app in the process never deletes them), until `demo.close()`.
     """
     if config is not None and config.limits != session.limits:
         raise ValueError(f"config.limits ({config.limits}) differ from the session's ({session.limits}): open the "
@@ -43,26 +60,29 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> gr.Blocks
     st = session.status()
     ttl = config.cache_ttl_s if config else DEFAULT_CACHE_TTL_S
     concurrency = config.concurrency if config else 1
+    files = OutputRoot(ttl)
     # Gradio deletes this app's uploads and cached outputs; our sweeper the files the tabs write.
-    with gr.Blocks(title="QVL Studio", delete_cache=(round(sweep_interval(ttl)), ttl)) as demo:
+    with StudioBlocks(title="QVL Studio", delete_cache=(round(sweep_interval(ttl)), ttl)) as demo:
         header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
         if st.random_weights:
             gr.Markdown(RANDOM_BANNER.format(kind="scripted answer" if st.scripted else "random"),
                         elem_id="random-banner", container=False)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(session, concurrency=concurrency).render()
+                ChatTab(session, concurrency=concurrency, files=files).render()
             with gr.Tab("Grounding", id="grounding"):
-                GroundingTab(session, concurrency=concurrency).render()
+                GroundingTab(session, concurrency=concurrency, files=files).render()
             with gr.Tab("Documents", id="documents"):
-                DocumentsTab(session, concurrency=concurrency).render()
+                DocumentsTab(session, concurrency=concurrency, files=files).render()
             with gr.Tab("Video QA", id="video"):
-                VideoTab(session, concurrency=concurrency).render()
+                VideoTab(session, concurrency=concurrency, files=files).render()
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")
     guard_url_media(demo, config.allow_url_media if config else (),
                     config.max_file_bytes if config else parse_file_size(DEFAULT_MAX_FILE_SIZE))
-    demo.sweeper_stop = start_sweeper(ttl)  # set it to stop sweeping (tests with a short lifetime do)
+    demo.files = files
+    files.start_sweeper()  # here, not at launch: an app mounted into another server is never launched
+    demo.sweeper_stop = files.sweeper_stop  # set it to stop sweeping (tests with a short lifetime do)
     return demo
 

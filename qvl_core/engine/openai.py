@@ -16,13 +16,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.messages import build_messages
+from qvl_core.engine.sse import MAX_ERROR_CHARS, StreamCaps, broken, read_events
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
 from qvl_core.families import FAMILIES, FamilySpec, family_for
@@ -31,12 +32,12 @@ from qvl_core.media.video import SampledVideo
 from qvl_core.settings import Limits
 
 log = logging.getLogger(__name__)
-DEFAULT_API_TIMEOUT_S = 600.0  # longest silence from a server, first token included (a long video prefill)
+DEFAULT_API_TIMEOUT_S = 600.0  # longest wait for the next answer token, the first included (a long video prefill)
 
 # Named limits and defaults.
 CONNECT_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 120.0  # load(): a 1-token request to a server that does not list its model
-MAX_ERROR_CHARS = 500  # server messages quoted in ours
+MAX_ERROR_BODY_BYTES = 64 << 10  # of an HTTP error's body; the rest is not read
 FLAVORS = ("auto", "vllm", "transformers", "openai")
 Flavor = Literal["vllm", "transformers", "openai"]
 FLAVOR_NAMES = {"vllm": "vLLM", "transformers": "transformers serve", "openai": "OpenAI-compatible"}
@@ -50,6 +51,8 @@ _NAME_PATTERNS = (
     (re.compile(r"qwen2(\.|_|-)?5[-_.]?vl", re.I), "qwen2_5_vl"),
     (re.compile(r"qwen2[-_.]?vl", re.I), "qwen2_vl"),
 )
+SLOW_SERVER_ADVICE = ("A long video or many pages can take that long to read: raise --api-timeout "
+                      "(QVL_API_TIMEOUT), or lower the video fps, max frames or max image tokens.")
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "eos": "stop", "length": "length", "abort": "cancelled",
                                     "cancelled": "cancelled", "tool_calls": "stop", "content_filter": "stop"}
 
@@ -203,55 +206,13 @@ def _vllm_metadata(meta: dict) -> dict:
             "total_num_frames": meta["total_num_frames"], "duration": meta["duration"], "do_sample_frames": False}
 
 
-# ---- event stream (pure) ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StreamEvent:
-    """One parsed SSE event: a text delta, and (usually only at the end) a finish reason and usage."""
-
-    text: str = ""
-    finish_reason: str | None = None
-    usage: dict | None = None
-    done: bool = False
-
-
-def parse_sse_line(line: str) -> StreamEvent | None:
-    """One line of an OpenAI event stream -> an event, None for blank lines and comments.
-
-    Raises GenerationError for an error event or anything that is not the protocol (a proxy's HTML page...).
-    """
-    line = line.strip()
-    if not line or line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
-        return None
-    if not line.startswith("data:"):
-        raise GenerationError(f"The server sent something that is not an OpenAI event stream: {line[:200]!r}")
-    data = line[5:].strip()
-    if data == "[DONE]":
-        return StreamEvent(done=True)
-    try:
-        obj = json.loads(data)
-    except json.JSONDecodeError:
-        raise GenerationError(f"The server sent an event that is not JSON: {data[:200]!r}") from None
-    if not isinstance(obj, dict):
-        raise GenerationError(f"The server sent an unexpected event: {data[:200]!r}")
-    if "error" in obj:
-        err = obj["error"]
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        raise GenerationError(f"The server failed during generation: {str(msg)[:MAX_ERROR_CHARS]}")
-    choices = obj.get("choices") or []
-    text, finish = "", None
-    if choices:
-        choice = choices[0]
-        text = (choice.get("delta") or {}).get("content") or ""
-        finish = choice.get("finish_reason")
-    return StreamEvent(text=text, finish_reason=finish, usage=obj.get("usage"))
-
-
+# ---- event stream (pure; the parser and its limits are in sse.py) --------------------------------
 def map_finish_reason(reason: str | None) -> FinishReason:
     if reason is None:
         return "stop"
     mapped = _FINISH.get(reason)
     if mapped is None:
-        log.warning("unknown finish_reason %r from the server, reported as 'stop'", reason)
+        log.warning("unknown finish_reason %r from the server, reported as 'stop'", reason[:64])
         return "stop"
     return mapped
 
@@ -260,7 +221,7 @@ def error_detail(body: str) -> str:
     """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the text itself."""
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
         return body.strip()[:MAX_ERROR_CHARS]
     if isinstance(obj, dict):
         for key in ("error", "detail", "message"):
@@ -268,8 +229,23 @@ def error_detail(body: str) -> str:
                 val = obj[key]
                 if isinstance(val, dict):
                     val = val.get("message", val)
-                return (val if isinstance(val, str) else json.dumps(val))[:MAX_ERROR_CHARS]
+                if not isinstance(val, str):
+                    try:
+                        val = json.dumps(val)
+                    except RecursionError:  # parsed, but too deep to encode again from here: quote it as sent
+                        val = body.strip()
+                return val[:MAX_ERROR_CHARS]
     return body.strip()[:MAX_ERROR_CHARS]
+
+
+def read_capped(chunks: Iterable[bytes], limit: int) -> str:
+    """The first `limit` bytes of a body as text; the rest is never read (an error page can be endless)."""
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk[: limit - len(data)]
+        if len(data) >= limit:
+            break
+    return data.decode("utf-8", "replace")
 
 
 def http_error(status: int, body: str, *, base: str, model: str) -> Exception:
@@ -451,48 +427,82 @@ class OpenAIBackend:
     # ---- generation --------------------------------------------------------------------------------
     def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
                ) -> Iterator[Chunk]:
-        """Stream from the server. Closing this iterator closes the HTTP response: the server stops generating."""
+        """Stream from the server. Closing this iterator closes the HTTP response: the server stops generating.
+
+        The server is not trusted to keep to the request. We stop reading, and close the response, at our own
+        max_new_tokens and at the characters and bytes that many tokens can take (`StreamCaps`); we end a stream
+        that brings no answer or reasoning token for `timeout_s` (the first token included), however many
+        keep-alive comments, empty events or stray bytes keep the connection busy; a malformed event is a broken
+        stream. A server that falls silent just before that deadline is caught by the HTTP read timeout, which is
+        also `timeout_s`: a stream without progress ends within twice `timeout_s`.
+        """
         import httpx
 
         payload, images = self.prepare(request, videos=videos)
+        caps = StreamCaps.for_tokens(request.sampling.max_new_tokens)
         start = time.perf_counter()
         first: float | None = None
-        count = 0
+        last = start  # the last useful progress: an answer or reasoning token
+        count = chars = 0
         finish: str | None = None
         usage: dict | None = None
         try:
-            with self._client.stream("POST", f"{self.api_base}/chat/completions", json=payload) as resp:
+            # identity: a compressed stream could inflate past every byte cap below before we saw a line of it.
+            with self._client.stream("POST", f"{self.api_base}/chat/completions", json=payload,
+                                     headers={"Accept-Encoding": "identity"}) as resp:
                 if resp.status_code != 200:
-                    resp.read()
-                    raise http_error(resp.status_code, resp.text, base=self.api_base, model=self._model)
-                for line in resp.iter_lines():
-                    event = parse_sse_line(line)
-                    if event is None:
-                        continue
-                    if event.done:
+                    body = read_capped(resp.iter_raw(), MAX_ERROR_BODY_BYTES)
+                    raise http_error(resp.status_code, body, base=self.api_base, model=self._model)
+                encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise broken(f"a stream compressed with {encoding[:40]!r} although we asked for none")
+                for event in read_events(resp.iter_raw(), max_bytes=caps.max_bytes):
+                    now = time.perf_counter()
+                    if event is not None and event.done:
                         break
-                    usage = event.usage or usage
-                    finish = event.finish_reason or finish
-                    if event.text:
-                        if first is None:
-                            first = time.perf_counter()
-                        count += 1  # one event per token on these servers; usage corrects it at the end
-                        yield Chunk(event.text, count)
+                    if event is not None:
+                        if event.text or event.reasoning:
+                            # Tokens so far: ours, or the server's own count where it reports one as it goes.
+                            spent = max(count, (usage or {}).get("completion_tokens") or 0)
+                            if finish is not None or spent >= caps.max_tokens or chars >= caps.max_chars:
+                                finish = finish or "length"  # it goes on past its own end or our cap: stop here
+                                break
+                            count += 1  # one event per token on these servers; usage corrects it at the end
+                            first = first or now
+                            last = now
+                            text = event.text[: caps.max_chars - chars]
+                            chars += len(text)
+                            if text:
+                                yield Chunk(text, count)
+                            if len(text) < len(event.text):
+                                finish = "length"  # more text in one event than max_new_tokens can hold
+                                break
+                        usage = event.usage or usage
+                        finish = event.finish_reason or finish
+                    if now - last > self.timeout_s:
+                        if finish is not None or count >= caps.max_tokens:
+                            break  # the answer is whole; only the server's tail (usage, [DONE]) is missing
+                        what = "the first token" if first is None else "the next token"
+                        raise GenerationError(
+                            f"The server at {self.api_base} sent no answer text for {self.timeout_s:g} s (only "
+                            f"keep-alive comments, empty events or stray bytes) while we waited for {what}. "
+                            f"{SLOW_SERVER_ADVICE}")
         except httpx.TimeoutException:
             what = "the first token" if first is None else "the next token"
-            raise GenerationError(
-                f"The server at {self.api_base} sent nothing for {self.timeout_s:.0f} s while we waited for {what}. "
-                "A long video or many pages can take that long to read: raise --api-timeout (QVL_API_TIMEOUT), "
-                "or lower the video fps, max frames or max image tokens.") from None
+            raise GenerationError(f"The server at {self.api_base} sent nothing for {self.timeout_s:.0f} s while we "
+                                  f"waited for {what}. {SLOW_SERVER_ADVICE}") from None
         except httpx.HTTPError as exc:
             raise GenerationError(f"Lost the connection to the model server at {self.api_base} "
                                   f"({type(exc).__name__}: {exc}).") from None
+        if finish is None and count >= caps.max_tokens:
+            finish = "length"  # our cap, reached as the server went silent
         if finish is None:
             raise GenerationError(f"The server at {self.api_base} ended the stream before the answer was finished "
                                   "(no finish reason); see the server's log.")
         end = time.perf_counter()
-        completion = int(usage.get("completion_tokens", count)) if usage else count
-        prompt = int(usage.get("prompt_tokens", 0)) if usage else 0
+        reported = (usage or {}).get("completion_tokens")
+        completion = min(count if reported is None else reported, caps.max_tokens)
+        prompt = (usage or {}).get("prompt_tokens") or 0
         decode_tps = (completion - 1) / (end - first) if first is not None and completion > 1 and end > first else None
         yield Chunk("", completion, GenerationStats(
             prompt_tokens=prompt, completion_tokens=completion, ttft_s=(first - start) if first else None,

@@ -31,7 +31,7 @@ from ui.common import (
     to_gr_error,
     to_sampling,
 )
-from ui.files import output_dir
+from ui.files import OutputRoot
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # No system prompt unless the user writes one: the chat template decides (Qwen2/2.5-VL's adds "You are a helpful
@@ -99,11 +99,12 @@ class ChatSettings:
         )
 
 
-def stream_answer(session: Backend, conv: Conversation, settings: ChatSettings
+def stream_answer(session: Backend, conv: Conversation, settings: ChatSettings, *, files: OutputRoot | None = None
                   ) -> Iterator[tuple[Conversation, str | None]]:
     """Answer the last user message: yields (conversation, pending text) while streaming.
 
-    The conversation is updated on every step, so a Stop keeps the partial answer.
+    The conversation is updated on every step, so a Stop keeps the partial answer. Boxes or points in the answer
+    are drawn into `files` (the app's output folder); without one, nothing is drawn.
     """
     request = settings.request(conv)
     text = ""
@@ -113,14 +114,15 @@ def stream_answer(session: Backend, conv: Conversation, settings: ChatSettings
                 # If Stop lands here, this is what the conversation keeps.
                 yield conv.with_answer(text, "stopped before the end"), text
             else:
-                figure = grounding_figure(session, conv, text, chunk.stats)
+                figure = None if files is None else grounding_figure(session, conv, text, chunk.stats, files)
                 yield conv.with_answer(text, format_stats(chunk.stats), figure), None
                 return
     # Closed early (Stop): the finally of the model stream has already cancelled generation.
     yield conv.with_answer(text, "stopped by you"), None
 
 
-def grounding_figure(session: Backend, conv: Conversation, text: str, stats: GenerationStats) -> str | None:
+def grounding_figure(session: Backend, conv: Conversation, text: str, stats: GenerationStats,
+                     files: OutputRoot) -> str | None:
     """If the answer holds boxes or points, draw them on the latest image of the conversation.
 
     The coordinates refer to the last image the model saw; its exact input size comes from the stats.
@@ -132,7 +134,7 @@ def grounding_figure(session: Backend, conv: Conversation, text: str, stats: Gen
                                  image_size=stats.image_original_sizes[-1])
     if not detections:
         return None
-    out = output_dir("qvl-chat-") / "grounding.png"
+    out = files.new_dir("qvl-chat-") / "grounding.png"
     draw_detections(open_image(images[-1].path, max_pixels=session.limits.max_image_pixels), detections).save(out)
     return str(out)
 
@@ -140,9 +142,10 @@ def grounding_figure(session: Backend, conv: Conversation, text: str, stats: Gen
 class ChatTab:
     """Builds the Chat tab and wires its events; the handlers work on plain data."""
 
-    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1, files: OutputRoot | None = None) -> None:
         self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
+        self.files = files or OutputRoot()  # the app's output folder; a tab built on its own gets one, unswept
 
     # ---- handlers (plain data in, plain data out) -------------------------------------------------
     def add_message(self, message: dict, conv: Conversation):
@@ -160,7 +163,7 @@ class ChatTab:
             return
         settings = ChatSettings(settings_values[0], tuple(settings_values[1:7]), *settings_values[7:])
         try:
-            with contextlib.closing(stream_answer(self.session, conv, settings)) as steps:
+            with contextlib.closing(stream_answer(self.session, conv, settings, files=self.files)) as steps:
                 for conv_now, pending in steps:
                     # The partial answer is shown as pending; state keeps the conversation so far.
                     shown = render(conv_now) if pending is None else render(conv, pending)
@@ -204,7 +207,7 @@ class ChatTab:
             conv = conv.send((message or {}).get("text", ""), files)
             settings = ChatSettings(system, (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed),
                                     max_image_tokens, fps, max_frames, len(conv.media) > 1)
-            with contextlib.closing(stream_answer(self.session, conv, settings)) as steps:
+            with contextlib.closing(stream_answer(self.session, conv, settings, files=self.files)) as steps:
                 for conv_now, pending in steps:
                     yield (pending if pending is not None else conv_now.turns[-1].text), conv_now
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving

@@ -38,7 +38,7 @@ from ui.common import (
     to_gr_error,
     to_sampling,
 )
-from ui.files import output_dir
+from ui.files import OutputRoot
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PREVIEW_HEIGHT = 720
@@ -101,9 +101,10 @@ def job_stem(files: list[str] | None) -> str:
 class DocumentsTab:
     """Builds the Document parsing tab and its /parse_document API."""
 
-    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1, files: OutputRoot | None = None) -> None:
         self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
+        self.files = files or OutputRoot()  # the app's output folder; a tab built on its own gets one, unswept
 
     def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,
                 n_files: int = 1) -> JobOptions:
@@ -118,7 +119,7 @@ class DocumentsTab:
         skip = gr.skip()
         try:
             options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []))
-            outdir = output_dir("qvl-docjob-")
+            outdir = self.files.new_dir("qvl-docjob-")
             downloads: list[str] = []
             page_lines: list[str] = []  # status lines of finished pages, each rendered once
             shown = 0

@@ -25,7 +25,7 @@ from ui.common import (
     to_gr_error,
     to_sampling,
 )
-from ui.files import output_dir
+from ui.files import OutputRoot
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TABLE_HEADERS = ["label", "text", "x1", "y1", "x2", "y2", "x", "y"]
@@ -81,8 +81,8 @@ def summary_markdown(result: GroundingResult) -> str:
     return "  \n".join(lines)
 
 
-def write_json(result: GroundingResult) -> str:
-    out = output_dir("qvl-ground-") / "detections.json"
+def write_json(result: GroundingResult, files: OutputRoot) -> str:
+    out = files.new_dir("qvl-ground-") / "detections.json"
     out.write_text(json.dumps(result.detections_json(), indent=2, ensure_ascii=False))
     return str(out)
 
@@ -94,9 +94,10 @@ def drawn_image(image_path: str, result: GroundingResult, *, max_pixels: int) ->
 class GroundingTab:
     """Builds the Grounding tab and its /ground API; handlers work on plain data."""
 
-    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1, files: OutputRoot | None = None) -> None:
         self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
+        self.files = files or OutputRoot()  # the app's output folder; a tab built on its own gets one, unswept
 
     def prompt_for(self, preset: str, text: str) -> str:
         try:
@@ -135,7 +136,8 @@ class GroundingTab:
             value = annotated_value(base, list(result.detections))
             # The legend uses the same colour per label as the drawn boxes and points.
             shown = gr.AnnotatedImage(value=value, color_map=color_map([label for _box, label in value[1]]))
-            yield (shown, table_rows(result), summary_markdown(result), write_json(result), result.raw, prompt)
+            yield (shown, table_rows(result), summary_markdown(result), write_json(result, self.files), result.raw,
+                   prompt)
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
 

@@ -26,7 +26,7 @@ from qvl_core.media.video import (
 from qvl_core.parse.timespans import format_timestamp, link_timestamps, spans_to_chapters
 from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
 from ui.common import SamplingControls, format_stats, gpu_event, throttle, to_gr_error, to_sampling
-from ui.files import output_dir
+from ui.files import OutputRoot
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MAX_GALLERY_FRAMES = 12
@@ -123,9 +123,10 @@ def gallery(video: str, answer: VideoAnswer) -> list[tuple]:
 class VideoTab:
     """Builds the Video QA tab and its /video_qa API."""
 
-    def __init__(self, session: Backend, *, concurrency: int = 1) -> None:
+    def __init__(self, session: Backend, *, concurrency: int = 1, files: OutputRoot | None = None) -> None:
         self.gpu = gpu_event(concurrency)  # the shared GPU queue, and how many of its requests run at once
         self.session = session
+        self.files = files or OutputRoot()  # the app's output folder; a tab built on its own gets one, unswept
 
     @staticmethod
     def budget(fps: float, max_frames: float, frame_tokens: float, total_tokens: float) -> VideoBudget:
@@ -156,7 +157,7 @@ class VideoTab:
                         yield answer_html(step.raw), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", step.raw, prompt
             assert answer is not None
             rows = [[c["start"], c["end"], c["duration"], c["text"]] for c in spans_to_chapters(answer.spans)]
-            out = output_dir("qvl-video-") / "spans.json"
+            out = self.files.new_dir("qvl-video-") / "spans.json"
             out.write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False))
             note = self.summary(answer)
             yield (answer_html(answer.raw, answer.clock_offset), gallery(video, answer), timeline_html(answer),
