@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from qvl_core.engine.backend import Backend
 from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig, parse_file_size
 from ui.files import OutputRoot, guard_url_media, sweep_interval
+from ui.guard import Guard, LoginThrottle
 from ui.tabs.chat import ChatTab
 from ui.tabs.documents import DocumentsTab
 from ui.tabs.grounding import GroundingTab
@@ -33,10 +35,14 @@ class StudioBlocks(gr.Blocks):
     """The app's Blocks, owning its output folder (`files`): swept while the app may serve, not after close()."""
 
     files: OutputRoot
+    login_throttle: LoginThrottle
 
     def launch(self, *args, **kwargs):
         self.files.start_sweeper()  # again, if an earlier close() stopped it
-        return super().launch(*args, **kwargs)
+        # Gradio builds its server app here: our guard goes inside it (see ui/guard.py).
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", ()), Middleware(Guard, throttle=self.login_throttle)]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
     def close(self, verbose: bool = True) -> None:
         try:
@@ -82,6 +88,10 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlo
     guard_url_media(demo, config.allow_url_media if config else (),
                     config.max_file_bytes if config else parse_file_size(DEFAULT_MAX_FILE_SIZE))
     demo.files = files
+    # Queued events (every GPU one) only through the queue: Gradio then refuses them on run/predict, which
+    # would skip the queue's size and concurrency limits.
+    demo.api_open = False
+    demo.login_throttle = LoginThrottle()
     files.start_sweeper()  # here, not at launch: an app mounted into another server is never launched
     demo.sweeper_stop = files.sweeper_stop  # set it to stop sweeping (tests with a short lifetime do)
     return demo
