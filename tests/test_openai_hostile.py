@@ -19,13 +19,14 @@ import pytest
 from qvl_core.engine.messages import user_turn
 from qvl_core.engine.openai import OpenAIBackend
 from qvl_core.engine.sampling import SamplingParams
-from qvl_core.engine.sse import MAX_CHARS_PER_TOKEN, MAX_LINE_BYTES, StreamCaps
+from qvl_core.engine.sse import MAX_CHARS_PER_TOKEN, MAX_EXTRA_EVENTS, MAX_LINE_BYTES, StreamCaps
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError
 
 SERVER_LIMIT_S = 30.0  # no handler streams longer than this, whatever the client does
 CAP = 50  # max_new_tokens of every request here
 TOKEN = 'data: {"choices":[{"delta":{"content":"tok "},"index":0}]}\n\n'
+FLUSH = 'data: {"choices":[{"delta":{"content":"end"},"index":0}]}\n\n'  # held-back text, after the last token
 FINISH = 'data: {"choices":[{"delta":{},"finish_reason":"stop","index":0}]}\n\ndata: [DONE]\n\n'
 DEEP = 100_000
 
@@ -100,10 +101,10 @@ class _Hostile(BaseHTTPRequestHandler):
         if mode in MALFORMED:
             self._head()
             self._write(TOKEN + f"data: {MALFORMED[mode][0]}\n\n" + FINISH)
-        elif mode == "ignores-max-tokens":  # CAP tokens, a proper end with usage, then 200,000 more tokens
+        elif mode == "ignores-max-tokens":  # CAP tokens and a flush, a proper end with usage, then 200,000 more
             self._head()
             usage = {"prompt_tokens": 7, "completion_tokens": CAP}
-            self._write(TOKEN * CAP + 'data: {"choices":[{"delta":{},"finish_reason":"length"}],"usage":'
+            self._write(TOKEN * CAP + FLUSH + 'data: {"choices":[{"delta":{},"finish_reason":"length"}],"usage":'
                         f"{json.dumps(usage)}}}\n\n")
             for _ in range(2000):
                 self._write(TOKEN * 100)
@@ -191,9 +192,10 @@ def test_malformed_events_are_a_broken_stream(hostile, mode):
 
 @pytest.mark.timeout(60)
 def test_a_server_ignoring_max_tokens_is_cut_at_ours(hostile):
-    """Bug: a server that went on past max_tokens streamed 200,000 tokens and all were accepted (28 MB)."""
+    """Bug: a server that went on past max_tokens streamed 200,000 tokens and all were accepted (28 MB). A decoder's
+    flush after the last token (an extra text event, as transformers serve sends) and the usage after it are kept."""
     text, stats, ident = _generate(hostile, "ignores-max-tokens")
-    assert text == "tok " * CAP
+    assert text == "tok " * CAP + "end"
     assert (stats.completion_tokens, stats.prompt_tokens, stats.finish_reason) == (CAP, 7, "length")
     assert _Hostile.DISCONNECTED[ident].wait(SERVER_LIMIT_S)  # we closed the response; it did not run to its end
 
@@ -202,7 +204,8 @@ def test_a_server_ignoring_max_tokens_is_cut_at_ours(hostile):
 def test_a_server_that_never_finishes_is_cut_at_ours(hostile):
     """Bug: without usage or a finish reason, tokens were counted but never capped."""
     text, stats, ident = _generate(hostile, "never-finishes")
-    assert text == "tok " * CAP and (stats.completion_tokens, stats.finish_reason) == (CAP, "length")
+    assert text == "tok " * (CAP + MAX_EXTRA_EVENTS)
+    assert (stats.completion_tokens, stats.finish_reason) == (CAP, "length")
     assert _Hostile.DISCONNECTED[ident].wait(SERVER_LIMIT_S)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.messages import build_messages
-from qvl_core.engine.sse import MAX_ERROR_CHARS, StreamCaps, broken, read_events
+from qvl_core.engine.sse import MAX_ERROR_CHARS, MAX_EXTRA_EVENTS, StreamCaps, broken, read_events
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
 from qvl_core.families import FAMILIES, FamilySpec, family_for
@@ -430,7 +430,8 @@ class OpenAIBackend:
         """Stream from the server. Closing this iterator closes the HTTP response: the server stops generating.
 
         The server is not trusted to keep to the request. We stop reading, and close the response, at our own
-        max_new_tokens and at the characters and bytes that many tokens can take (`StreamCaps`); we end a stream
+        max_new_tokens (counted as text events, plus MAX_EXTRA_EVENTS for a decoder's last flush, or as the server's
+        running usage) and at the characters and bytes that many tokens can take (`StreamCaps`); we end a stream
         that brings no answer or reasoning token for `timeout_s` (the first token included), however many
         keep-alive comments, empty events or stray bytes keep the connection busy; a malformed event is a broken
         stream. A server that falls silent just before that deadline is caught by the HTTP read timeout, which is
@@ -462,9 +463,10 @@ class OpenAIBackend:
                         break
                     if event is not None:
                         if event.text or event.reasoning:
-                            # Tokens so far: ours, or the server's own count where it reports one as it goes.
+                            # Text events so far, or the server's own token count where it reports one as it goes.
                             spent = max(count, (usage or {}).get("completion_tokens") or 0)
-                            if finish is not None or spent >= caps.max_tokens or chars >= caps.max_chars:
+                            over = spent >= caps.max_tokens + MAX_EXTRA_EVENTS or chars >= caps.max_chars
+                            if finish is not None or over:
                                 finish = finish or "length"  # it goes on past its own end or our cap: stop here
                                 break
                             count += 1  # one event per token on these servers; usage corrects it at the end
@@ -473,7 +475,7 @@ class OpenAIBackend:
                             text = event.text[: caps.max_chars - chars]
                             chars += len(text)
                             if text:
-                                yield Chunk(text, count)
+                                yield Chunk(text, min(count, caps.max_tokens))
                             if len(text) < len(event.text):
                                 finish = "length"  # more text in one event than max_new_tokens can hold
                                 break

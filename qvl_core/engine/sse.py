@@ -15,6 +15,9 @@ MAX_LINE_BYTES = 1 << 20  # one event line; a longer one is refused before it is
 MAX_CHARS_PER_TOKEN = 256  # answer text per requested token (the longest Qwen2.5-VL token decodes to 128 chars)
 MAX_BYTES_PER_TOKEN = 4096  # stream bytes per requested token: events, keep-alive comments, usage and all
 BASE_STREAM_BYTES = 1 << 20  # stream bytes allowed on top, whatever max_new_tokens is
+# Text events taken past max_new_tokens before we stop reading: events are not tokens, and a server's decoder may
+# flush held-back text in an event of its own after the last token (transformers serve does).
+MAX_EXTRA_EVENTS = 4
 MAX_REPORTED_TOKENS = 1 << 31  # a token count in `usage` above this is not a count
 MAX_DETAIL_CHARS = 120  # how much of the offending text a broken-stream error quotes
 MAX_ERROR_CHARS = 500  # a server's own error message, quoted in ours
