@@ -21,7 +21,7 @@ from qvl_core.engine.openai import OpenAIBackend
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.sse import MAX_CHARS_PER_TOKEN, MAX_EXTRA_EVENTS, MAX_LINE_BYTES, StreamCaps
 from qvl_core.engine.types import GenerationRequest
-from qvl_core.errors import GenerationError
+from qvl_core.errors import GenerationError, ModelLoadError
 
 SERVER_LIMIT_S = 30.0  # no handler streams longer than this, whatever the client does
 CAP = 50  # max_new_tokens of every request here
@@ -45,6 +45,8 @@ MALFORMED = {
     "content-list": ('{"choices":[{"delta":{"content":["a"]}}]}', r"delta.content is list"),
     "reasoning-dict": ('{"choices":[{"delta":{"reasoning_content":{}}}]}', r"delta.reasoning_content is dict"),
     "finish-number": ('{"choices":[{"delta":{},"finish_reason":1}]}', r"finish_reason is int"),
+    "lone-surrogate": ('{"choices":[{"delta":{"content":"a\\ud800b"}}]}', r"delta.content is not valid Unicode"),
+    "content-nan": ('{"choices":[{"delta":{"content":NaN}}]}', r"delta.content is float"),
     "event-list": ("[1, 2]", "not a JSON object"),
     "event-string": ('"hello"', "not a JSON object"),
     "deep-list": ("[" * DEEP + "]" * DEEP, "not JSON"),
@@ -64,6 +66,8 @@ class _Hostile(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         body = json.dumps({"object": "list", "data": [{"id": "m", "owned_by": "test"}]}).encode()
+        if self.path.startswith("/deep-models/"):
+            body = ("[" * DEEP + "]" * DEEP).encode()
         self.send_response(200 if self.path.endswith("/models") else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -251,3 +255,12 @@ def test_error_bodies_are_read_capped_and_parsed_safely(hostile):
     assert _Hostile.DISCONNECTED["endless-error"].wait(SERVER_LIMIT_S)  # we stopped reading; it did not finish
     with pytest.raises(GenerationError, match=r"failed \(HTTP 500\): \{\"error\": \[\[\["):
         _generate(hostile, "deep-error")
+
+
+@pytest.mark.timeout(60)
+def test_a_models_list_nested_too_deep_is_a_clear_load_error(hostile):
+    """Bug: /models answering JSON nested 100k deep escaped load() as RecursionError."""
+    backend = OpenAIBackend("m", f"{hostile}/deep-models/x/v1", family="qwen2.5-vl", timeout_s=5.0)
+    with pytest.raises(ModelLoadError, match="did not answer like an OpenAI-compatible server"):
+        backend.load()
+    backend.close()

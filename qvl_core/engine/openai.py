@@ -353,7 +353,7 @@ class OpenAIBackend:
                 data = resp.json().get("data") or []
                 models = tuple(str(m.get("id")) for m in data if isinstance(m, dict))
                 owners = {str(m.get("owned_by", "")).lower() for m in data if isinstance(m, dict)}
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested too deep
                 raise ModelLoadError(f"{self.api_base}/models did not answer like an OpenAI-compatible server: "
                                      f"{resp.text[:200]!r}. Check --api-base (it usually ends in /v1).") from None
         else:

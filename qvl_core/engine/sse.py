@@ -61,6 +61,11 @@ def _quote(text: str) -> str:
 
 def _typed(value: Any, types: tuple[type, ...], where: str) -> Any:
     """`value` if it has one of `types` (None always allowed: servers send null for absent fields)."""
+    if isinstance(value, str) and str in types:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800"): valid JSON, not text; every encoder after us fails
+            raise broken(f"{where} is not valid Unicode: {_quote(value)}") from None
     if value is None or (isinstance(value, types) and not isinstance(value, bool)):
         return value
     names = " or ".join(t.__name__ for t in types)
