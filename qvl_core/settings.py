@@ -79,3 +79,39 @@ class Limits:
                    max_pdf_pages=env_int("QVL_MAX_PDF_PAGES", DEFAULT_MAX_PDF_PAGES),
                    max_video_seconds=env_float("QVL_MAX_VIDEO_SECONDS", DEFAULT_MAX_VIDEO_SECONDS),
                    max_new_tokens=env_int("QVL_MAX_NEW_TOKENS", DEFAULT_MAX_NEW_TOKENS_LIMIT))
+
+
+# ---- Text limits: every text a person sends, checked before any work (tokenizing 1 MB took minutes) --------
+MAX_MESSAGE_CHARS = 100_000  # one chat message
+MAX_SYSTEM_CHARS = 20_000  # a system prompt
+MAX_PROMPT_CHARS = 20_000  # a task's prompt or question: grounding text, video question, an edited prompt
+MAX_FIELD_SPEC_CHARS = 20_000  # the fields to extract, as a list or a JSON schema
+MAX_FIELD_NAME_CHARS = 200  # one field name (each reaches the model, and the status line, verbatim)
+MAX_PAGE_RANGE_CHARS = 1_000  # "1-5, 7, 9-12": a range of 50 pages is far shorter
+
+
+def check_text(what: str, text: str, limit: int) -> str:
+    """`text` unchanged, or a UserError naming the field, its length and the limit, or its invalid character.
+
+    A lone surrogate (JSON may carry "\\ud800") cannot be encoded, so the tokenizer would fail on it later with
+    a TypeError that names nothing.
+    """
+    if not isinstance(text, str):
+        raise UserError(f"{what} must be text, got {type(text).__name__}.")
+    if len(text) > limit:
+        raise UserError(f"{what} is {len(text)} characters, over the limit of {limit}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(f"{what} holds an invalid character (a lone surrogate U+{ord(text[exc.start]):04X} at "
+                        f"character {exc.start + 1}): send valid Unicode text.") from None
+    return text
+
+
+def as_number(what: str, value: object, *, whole: bool = False) -> float | int:
+    """A loosely typed API or slider value as a number (an integral float for a whole one), else a UserError
+    naming the field: NaN, inf, text or a list used to fail inside int() with a message naming nothing."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (whole and value != int(value)):  # type: ignore[arg-type]
+        raise UserError(f"{what} must be a {'whole number' if whole else 'number'}, got {value!r}.")
+    return int(value) if whole else float(value)  # type: ignore[arg-type]

@@ -342,3 +342,159 @@ def test_safe_markdown(text, shown):
     from qvl_core.parse.safe_markdown import safe_markdown
 
     assert safe_markdown(text) == shown
+
+
+# ---- issue 16 item 2: every text input has a named limit, checked before any work ------------------------
+def test_text_limits_name_the_field_through_the_handlers(session):
+    """A 1,000,000-character system prompt ran for minutes; grounding text, video questions, field lists, field
+    names and page ranges were unbounded (a 100,000-character field name reached the model)."""
+    from qvl_core.settings import MAX_FIELD_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SYSTEM_CHARS
+
+    tab = ChatTab(session)
+    conv, _, _ = tab.add_message({"text": "hi", "files": []}, Conversation())
+    with pytest.raises(gr.Error, match=f"System prompt is {MAX_SYSTEM_CHARS + 1} characters, over the limit of "
+                                       f"{MAX_SYSTEM_CHARS}"):
+        drain(tab.answer(conv, "s" * (MAX_SYSTEM_CHARS + 1), *SAMPLING, 1280, 2.0, 64, False))
+    long = "x" * (MAX_PROMPT_CHARS + 1)
+    with pytest.raises(gr.Error, match=f"What to find is {len(long)} characters, over the limit of"):
+        drain(GroundingTab(session).run(str(SHAPES), "Locate", long, "", 1280, *SAMPLING))
+    with pytest.raises(gr.Error, match=f"The grounding prompt is {len(long)} characters"):
+        drain(GroundingTab(session).run(str(SHAPES), "Custom", "", long, 1280, *SAMPLING))
+    with pytest.raises(gr.Error, match=f"The question is {len(long)} characters"):
+        drain(VideoTab(session).run(str(CLOCK), "Custom", long, "", 2.0, 8, 64, 4096, None, None, *SAMPLING))
+    name = "a" * 100_000
+    with pytest.raises(gr.Error, match=r"The fields to extract \(list or JSON schema\) is 100000 characters"):
+        drain(DocumentsTab(session).run([str(SHAPES)], MODES[3], name, "", 150, 256, *SAMPLING, **NO_PROGRESS))
+    with pytest.raises(gr.Error, match=f"Field name 'a{{40}}'… is 300 characters, over the limit of "
+                                       f"{MAX_FIELD_NAME_CHARS}"):
+        drain(DocumentsTab(session).run([str(SHAPES)], MODES[3], "date, " + "a" * 300, "", 150, 256, *SAMPLING,
+                                        **NO_PROGRESS))
+    with pytest.raises(gr.Error, match="The page range is 5000 characters, over the limit of 1000"):
+        drain(DocumentsTab(session).run([str(SHAPES)], MODES[0], "", "1," * 2500, 150, 256, *SAMPLING,
+                                        **NO_PROGRESS))
+    _chat_works(session)
+
+
+def test_system_prompt_limit_holds_for_every_backend():
+    """The check is on the request itself, so the OpenAI backend (which cannot count tokens) refuses it too."""
+    from qvl_core.engine.messages import Turn
+    from qvl_core.engine.types import GenerationRequest
+
+    with pytest.raises(UserError, match="System prompt is 1000000 characters, over the limit of 20000"):
+        GenerationRequest(turns=(Turn("user", "hi"),), system="x" * 1_000_000)
+    with pytest.raises(UserError, match=r"Message 1 holds an invalid character \(a lone surrogate U\+D800"):
+        GenerationRequest(turns=(Turn("user", "a\ud800"),))
+
+
+def test_cli_system_prompt_over_the_limit(qvl_cli, ckpt_dir):
+    res = qvl_cli("chat", "-p", "hi", "--system", "s" * 20_001, "--model", str(ckpt_dir("qwen2_5_vl", ANSWER)),
+                  "--device", "cpu", "-q")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "System prompt is 20001 characters, over the limit of 20000" in res.stderr
+
+
+# ---- issue 16 item 3: what the model writes is text in the Documents status --------------------------------
+@pytest.mark.parametrize("key", ['<img src="http://evil.example/p.png">', "![k](http://evil.example/p.png)",
+                                 '<div style="position:fixed;inset:0">', "$\\frac{1}{2}$", "[x](javascript:y)"])
+def test_documents_status_shows_model_field_names_as_text(session, key):
+    """A field named <img src=…> or ![k](http://…) in the model's JSON was rendered by the status Markdown."""
+    import json
+
+    import markdown_it
+
+    from qvl_core.engine.types import GenerationStats
+    from qvl_core.tasks.documents import JobProgress, PageResult, parse_fields, validate_fields
+    from ui.tabs.documents import status_markdown
+
+    values, problems = validate_fields('{"date": null, ' + json.dumps(key) + ": 1}", parse_fields("date"))
+    assert f"Unexpected field: {key}" in problems
+    stats = GenerationStats(1, 1, None, None, 0.1, None, "stop")
+    result = PageResult("a.png", 1, 1, Image.new("RGB", (4, 4)), "{}", MODES[3], stats, (28, 28), fields=values,
+                        field_problems=tuple(problems))
+    html = markdown_it.MarkdownIt("commonmark").render(status_markdown(JobProgress((result,), 1, finished=True)))
+    assert "<img" not in html and "<div" not in html and "<a " not in html
+    assert html_unescape(html).count(key) == 1  # shown, literally
+
+
+def html_unescape(text: str) -> str:
+    import html as html_lib
+    import re
+
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+# ---- issue 16 item 9: errors name what was wrong and what is allowed (raw HTTP, as an attacker sends) ------
+def _raw(client, api: str, data: list) -> str:
+    """POST a JSON body Python's json writes (NaN included) and return the event's error message."""
+    import json
+
+    import httpx
+
+    base = client.src.rstrip("/")
+    r = httpx.post(f"{base}/gradio_api/call/{api}", content=json.dumps({"data": data}),
+                   headers={"content-type": "application/json"}, timeout=60)
+    r.raise_for_status()
+    stream = httpx.get(f"{base}/gradio_api/call/{api}/{r.json()['event_id']}", timeout=300).text
+    assert "event: error" in stream, stream[-500:]
+    return json.loads(stream.rsplit("data:", 1)[1])["error"] or "(no message)"
+
+
+def _upload(client, path: Path) -> dict:
+    import httpx
+
+    with open(path, "rb") as f:
+        r = httpx.post(client.src.rstrip("/") + "/gradio_api/upload", files={"files": f}, timeout=60)
+    return {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+CHAT_DEFAULTS = {"message": {"text": "hi", "files": []}, "system": "", "max_new_tokens": 20, "temperature": 0.0,
+                 "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.05, "seed": -1, "max_image_tokens": 256,
+                 "fps": 2.0, "max_frames": 8}
+
+
+def _chat_data(**values) -> list:
+    return [*(CHAT_DEFAULTS | values).values(), None]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"max_new_tokens": float("nan")}, r"max_new_tokens must be a whole number, got nan"),
+    ({"top_k": float("inf")}, r"top_k must be a whole number, got inf"),
+    ({"seed": "abc"}, r"seed must be a whole number, got 'abc'"),
+    ({"max_new_tokens": [1, 2]}, r"max_new_tokens must be a whole number, got \[1, 2\]"),
+    ({"max_frames": float("nan")}, r"max_frames must be a whole number, got nan"),
+    ({"temperature": 1e-39, "seed": 1}, r"temperature must be 0 \(greedy\) or between 0.01 and 2.0, got 1e-39"),
+    ({"message": {"text": "hi \ud800", "files": []}}, r"Message holds an invalid character \(a lone surrogate "
+                                                        r"U\+D800 at character 4\)"),
+    ({"system": "s \udfff"}, r"System prompt holds an invalid character \(a lone surrogate U\+DFFF"),
+    ({"system": "x" * 1_000_000}, r"System prompt is 1000000 characters, over the limit of 20000"),
+])
+def test_api_chat_values_are_named(client, values, message):
+    """NaN/inf/text/lists in whole-number fields gave {"error": null}; a tiny temperature "probability tensor
+    contains inf/nan"; a lone surrogate "(TypeError)"; a huge system prompt ran the prefill for minutes."""
+    import re
+
+    error = _raw(client, "chat", _chat_data(**values))
+    assert re.search(message, error), error
+
+
+def test_api_errors_name_the_problem(client, bad):
+    """A PNG named .mp4 to /ground gave (IndexError), a truncated PNG to /video_qa a PermissionError, a bomb page
+    named the upload limit's variable, dpi "abc" gave (ValueError) and dpi 0 was silently replaced."""
+    import re
+
+    # An image by its content, whatever its name: grounded like any image.
+    _, detections = client.predict(image=handle_file(str(bad / "image-named.mp4")), text="thing", preset="Detect",
+                                   api_name="/ground")
+    assert detections[0]["label"] == "thing"
+    video = _raw(client, "video_qa", [_upload(client, bad / "truncated.png"), "what?", 2.0, 8])
+    assert re.search(r"'truncated.png' (is not a video|is damaged|has no readable frames)", video), video
+    assert "PermissionError" not in video
+    page = _raw(client, "parse_document", [_upload(client, bad / "bomb.png"), MODES[0], "1", 150, ""])
+    assert "QVL_MAX_PAGE_SOURCE_PIXELS" in page and "QVL_MAX_IMAGE_PIXELS" not in page, page
+    for dpi, message in [("abc", "dpi must be a number in the supported range 50-300 dpi, got 'abc'"),
+                         (0, "Resolution 0 dpi is outside the supported range 50-300 dpi"),
+                         (float("nan"), "dpi must be a number in the supported range 50-300 dpi, got nan")]:
+        assert message in _raw(client, "parse_document", [_upload(client, SHAPES), MODES[0], "1", dpi, ""])
+    assert "max_image_tokens must be a whole number, got nan" in _raw(
+        client, "ground", [_upload(client, SHAPES), "thing", "Detect", float("nan"), 64])
+    assert "fps must be a number, got 'abc'" in _raw(client, "video_qa", [_upload(client, CLOCK), "q", "abc", 8])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,8 +86,14 @@ def api_sampling_inputs(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[gr
     """An API endpoint's sampling parameters, in `to_sampling`'s order, defaulting to `DEFAULT_SAMPLING`."""
     values = default_sampling_values(max_new_tokens)
     names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
-    whole = ("max_new_tokens", "top_k", "seed")
-    return [gr.Number(v, precision=0 if n in whole else None, label=n) for n, v in zip(names, values, strict=True)]
+    return [api_number(v, n) for n, v in zip(names, values, strict=True)]
+
+
+def api_number(value: float, label: str) -> gr.Number:
+    """An API endpoint's number input that hands the handler what was sent: Gradio's own rounding
+    (precision=0) fails on NaN, inf or text before the handler runs, with an error that says nothing; the
+    handler checks the value and names the field (`as_number`, `SamplingParams`)."""
+    return gr.Number(value, precision=None, label=label)
 
 
 def to_sampling(max_new_tokens: float, temperature: float, top_p: float, top_k: float,
@@ -114,6 +121,16 @@ def format_stats(stats: GenerationStats) -> str:
     if reason:
         parts.append(reason)
     return " · ".join(parts)
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&$=:\"'])")
+
+
+def plain_markdown(text: str) -> str:
+    """`text` shown literally inside Markdown: every Markdown, HTML and LaTeX character backslash-escaped and
+    line breaks as spaces. For text the model (or a file name) wrote that goes into a status line: a field
+    named `<img src=http://…>` or `![k](http://…)` would otherwise load from another host."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def to_gr_error(exc: Exception) -> gr.Error:

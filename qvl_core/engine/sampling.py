@@ -10,6 +10,9 @@ from qvl_core.errors import UserError
 # Named limits (the UI sliders and CLI flags use the same numbers). The highest max_new_tokens a request may ask
 # for is the app's `Limits.max_new_tokens` (--max-new-tokens-limit), checked where the request is prepared.
 MAX_TEMPERATURE = 2.0
+# Below this (0 aside), logits / temperature overflow to inf (at ~1e-38 in float32) and sampling fails deep in
+# torch; 0.01 already samples like greedy, so nothing is lost.
+MIN_TEMPERATURE = 0.01
 MAX_TOP_K = 1000
 MIN_REPETITION_PENALTY = 1.0
 MAX_REPETITION_PENALTY = 2.0
@@ -63,6 +66,9 @@ def validate_sampling(p: SamplingParams, *, max_new_tokens: int | None = None) -
                         "(the limit is QVL_MAX_NEW_TOKENS / --max-new-tokens-limit).")
     _check_range("max_new_tokens", p.max_new_tokens, 1, max_new_tokens or p.max_new_tokens)
     _check_range("temperature", p.temperature, 0.0, MAX_TEMPERATURE)
+    if 0.0 < p.temperature < MIN_TEMPERATURE:
+        raise UserError(f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, "
+                        f"got {p.temperature}.")
     _check_range("top_p", p.top_p, 0.0, 1.0)
     if p.top_p == 0.0:
         raise UserError("top_p must be above 0 (use temperature 0 for greedy decoding).")

@@ -10,6 +10,7 @@ from qvl_core.engine.messages import Turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.errors import GenerationError
 from qvl_core.media.video import VideoBudget
+from qvl_core.settings import MAX_MESSAGE_CHARS, MAX_SYSTEM_CHARS, check_text
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -30,6 +31,14 @@ class GenerationRequest:
     label_media: bool = False
     # Handle for a later prefix (KV) cache: follow-ups in one conversation can reuse its prompt.
     conversation_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Every backend, surface and task builds one of these before any work: the text checks live here.
+        if self.system is not None:
+            check_text("System prompt", self.system, MAX_SYSTEM_CHARS)
+        for i, turn in enumerate(self.turns):
+            if turn.role == "user":  # each task checks its own prompt's length; this catches what slips past
+                check_text(f"Message {i + 1}", turn.text, MAX_MESSAGE_CHARS)
 
 
 @dataclass(frozen=True)

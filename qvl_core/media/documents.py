@@ -101,8 +101,11 @@ def _page_number(text: str, spec: str | None) -> int:
     return n
 
 
-def _check_dpi(dpi: float) -> None:
-    if not (isinstance(dpi, (int, float)) and math.isfinite(dpi) and MIN_DPI <= dpi <= MAX_DPI):
+def check_dpi(dpi: float) -> None:
+    """UserError unless `dpi` is a number from MIN_DPI to MAX_DPI (a string, NaN or 0 included)."""
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not math.isfinite(dpi):
+        raise UserError(f"dpi must be a number in the supported range {MIN_DPI}-{MAX_DPI} dpi, got {dpi!r}.")
+    if not MIN_DPI <= dpi <= MAX_DPI:
         raise UserError(f"Resolution {dpi} dpi is outside the supported range {MIN_DPI}-{MAX_DPI} dpi.")
 
 
@@ -166,7 +169,7 @@ def render_pdf(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pages:
     The file, DPI and page indices are checked now (UserError); rendering happens page by page.
     Pages above `max_pixels` at `dpi` are rendered at the largest resolution that fits.
     """
-    _check_dpi(dpi)
+    check_dpi(dpi)
     p, name = _check_file(path)
     with _PDFIUM_LOCK:
         doc = _open_pdf(p, name)
@@ -223,7 +226,7 @@ def count_pages(path: str | os.PathLike[str]) -> int:
 
 def open_page_image(path: str | os.PathLike[str]) -> Image.Image:
     """A page image decoded (bomb-checked against MAX_PAGE_SOURCE_PIXELS) and downscaled to MAX_PAGE_PIXELS."""
-    return _fit_page(open_image(path, max_pixels=MAX_PAGE_SOURCE_PIXELS))
+    return _fit_page(open_image(path, max_pixels=MAX_PAGE_SOURCE_PIXELS, limit_name="QVL_MAX_PAGE_SOURCE_PIXELS"))
 
 
 def _fit_page(img: Image.Image) -> Image.Image:
@@ -245,7 +248,7 @@ def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pag
     `max_pages` and `max_frame_pixels` (a TIFF frame's pixels) are the app's `Limits` (max_pdf_pages,
     max_image_pixels).
     """
-    _check_dpi(dpi)
+    check_dpi(dpi)
     p, name = _check_file(path)
     suffix = p.suffix.lower()
     paged = suffix in PDF_SUFFIXES or suffix in TIFF_SUFFIXES

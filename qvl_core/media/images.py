@@ -74,9 +74,10 @@ def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_p
     return max(h_bar, factor), max(w_bar, factor)
 
 
-def open_image(path: str | os.PathLike[str], *, max_pixels: int) -> Image.Image:
+def open_image(path: str | os.PathLike[str], *, max_pixels: int, limit_name: str = "QVL_MAX_IMAGE_PIXELS"
+               ) -> Image.Image:
     """Decode an image file to RGB, EXIF-rotated. Refuses bombs (over `max_pixels`: the app's
-    `Limits.max_image_pixels` for uploads) by reading the header first."""
+    `Limits.max_image_pixels` for uploads) by reading the header first; messages name `limit_name`."""
     p = Path(path)
     name = p.name
     if not p.is_file():
@@ -92,7 +93,7 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int) -> Image.Image:
             if w * h > max_pixels:
                 raise UserError(
                     f"Image {name!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
-                    f"{max_pixels / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS)."
+                    f"{max_pixels / 1e6:.0f} MP ({limit_name})."
                 )
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -100,7 +101,7 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int) -> Image.Image:
         raise
     except Image.DecompressionBombError as exc:  # far beyond our limit: PIL refuses before we see the size
         raise UserError(f"Image {name!r} is over the limit of {max_pixels / 1e6:.0f} MP "
-                        f"(QVL_MAX_IMAGE_PIXELS): {exc}") from None
+                        f"({limit_name}): {exc}") from None
     except UnidentifiedImageError as exc:
         raise UserError(f"File {name!r} is not an image this app can read ({type(exc).__name__}).") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -21,6 +21,7 @@ from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
 from qvl_core.parse.coords import Box, Point, coordinate_scales, spec_of
 from qvl_core.parse.jsonscan import MAX_JSON_DEPTH, Segment, json_segments
+from qvl_core.settings import MAX_PROMPT_CHARS, check_text
 
 # Named limits.
 MAX_NUMBER_CHARS = 40  # longer "numbers" are noise, not coordinates
@@ -549,7 +550,7 @@ def build_prompt(preset: str, text: str, family: FamilySpec | str) -> str:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     spec = spec_of(family)
-    text = text if isinstance(text, str) else ""
+    text = check_text("What to find", text, MAX_PROMPT_CHARS) if isinstance(text, str) else ""
     if preset == "Detect":
         text = _categories(text)
     if preset in PRESETS_NEEDING_TEXT and not text.strip():

@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 
 from qvl_core.engine.messages import Media, Turn, user_turn
 from qvl_core.errors import UserError
+from qvl_core.settings import MAX_MESSAGE_CHARS, check_text
 
 MAX_MEDIA_PER_MESSAGE = 10
 MAX_MEDIA_PER_CONVERSATION = 32
-MAX_MESSAGE_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ class Conversation:
         text = text or ""
         if not text.strip() and not files:
             raise UserError("Type a message or attach an image or video first.")
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise UserError(f"Message is {len(text)} characters, over the limit of {MAX_MESSAGE_CHARS}.")
+        check_text("Message", text, MAX_MESSAGE_CHARS)
         if len(files) > MAX_MEDIA_PER_MESSAGE:
             raise UserError(f"{len(files)} files attached, over the limit of {MAX_MEDIA_PER_MESSAGE} per message.")
         turn = user_turn(text, list(files))
@@ -87,6 +86,8 @@ class Conversation:
         if not 0 <= index < len(self.turns):
             raise UserError(f"There is no message number {index + 1} to edit.")
         turn = self.turns[index]
+        if turn.role == "user":
+            text = check_text("Message", text or "", MAX_MESSAGE_CHARS)
         edited = replace(turn, text=text)
         if turn.role == "user":
             return Conversation((*self.turns[:index], edited), self.notes[:index], self.figures[:index])

@@ -26,10 +26,11 @@ from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats
 from qvl_core.errors import GenerationError, UserError
-from qvl_core.media.documents import DEFAULT_DPI, MAX_PAGE_PIXELS, DocumentPage, load_document
+from qvl_core.media.documents import DEFAULT_DPI, MAX_PAGE_PIXELS, DocumentPage, check_dpi, load_document
 from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
 from qvl_core.parse.layout import LayoutBlock, extract_layout
 from qvl_core.parse.markdown import html_to_markdown, html_to_text
+from qvl_core.settings import MAX_FIELD_NAME_CHARS, MAX_FIELD_SPEC_CHARS, MAX_PAGE_RANGE_CHARS, check_text
 
 MODES = ("QwenVL HTML", "Markdown", "Plain text", "Extract fields → JSON")
 HTML_PROMPT = "QwenVL HTML"
@@ -60,7 +61,7 @@ class FieldSpec:
 
 def parse_fields(spec: str) -> FieldSpec:
     """A comma/newline separated list of field names, or a JSON schema with "properties"."""
-    text = (spec or "").strip()
+    text = check_text("The fields to extract (list or JSON schema)", spec or "", MAX_FIELD_SPEC_CHARS).strip()
     if not text:
         raise UserError("List the fields to extract (e.g. invoice number, date, total) or paste a JSON schema.")
     if text.startswith("{"):
@@ -68,6 +69,8 @@ def parse_fields(spec: str) -> FieldSpec:
             schema = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"The JSON schema is not valid JSON: {exc.msg} (line {exc.lineno}).") from None
+        except RecursionError:
+            raise UserError("The JSON schema is nested too deeply to read.") from None
         props = schema.get("properties") if isinstance(schema, dict) else None
         if not isinstance(props, dict) or not props:
             raise UserError('The JSON schema needs a non-empty "properties" object naming the fields.')
@@ -77,6 +80,8 @@ def parse_fields(spec: str) -> FieldSpec:
         schema = None
     if len(names) > MAX_FIELDS:
         raise UserError(f"{len(names)} fields asked for, over the limit of {MAX_FIELDS}.")
+    for name in names:
+        check_text(f"Field name {name[:40]!r}{'…' if len(name) > 40 else ''}", name, MAX_FIELD_NAME_CHARS)
     return FieldSpec(names, schema)
 
 
@@ -198,6 +203,9 @@ class JobOptions:
     clamp_pages: bool = False  # one range over many files: pages past a file's end are skipped, not an error
 
     def __post_init__(self) -> None:
+        if self.pages is not None:
+            check_text("The page range", self.pages, MAX_PAGE_RANGE_CHARS)
+        check_dpi(self.dpi)  # before any file is opened: "abc" or 0 named as such, not a ValueError or a default
         if self.mode not in MODES:
             raise UserError(f"Output mode must be one of {', '.join(MODES)}; got {self.mode!r}.")
         if self.mode == MODES[3] and self.fields is None:

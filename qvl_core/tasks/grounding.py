@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qvl_core.engine.backend import Backend
-from qvl_core.engine.messages import user_turn
+from qvl_core.engine.messages import Media, Turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.families import FamilySpec
 from qvl_core.media.images import PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
 from qvl_core.parse.grounding import Detection, count_from_answer, parse_grounding
+from qvl_core.settings import MAX_PROMPT_CHARS, check_text
 
 # Grounding answers are JSON lists: dense scenes need room (about 25 tokens per box).
 DEFAULT_GROUNDING_MAX_NEW_TOKENS = 2048
@@ -64,9 +65,12 @@ def ground(session: Backend, image: str | Path, prompt: str, *, sampling: Sampli
     The input size comes from the processor's own grid for this image (checked in the session), so the
     per-family coordinate map is exact, never guessed.
     """
+    check_text("The grounding prompt", prompt, MAX_PROMPT_CHARS)
     open_image(image, max_pixels=session.limits.max_image_pixels)  # fail fast, before queueing for the GPU
     request = GenerationRequest(
-        turns=(user_turn(prompt, [str(image)]),),
+        # An image by its content, whatever its name says: a PNG called .mp4 would otherwise go as a video and
+        # leave no image size to map the boxes with.
+        turns=(Turn("user", prompt, (Media("image", str(image)),)),),
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS),
         max_image_tokens=max_image_tokens,
     )

@@ -16,6 +16,7 @@ from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
 from qvl_core.media.video import SampledVideo, VideoBudget, sample_frames
 from qvl_core.parse.timespans import TimeSpan, parse_time_spans
+from qvl_core.settings import MAX_PROMPT_CHARS, check_text
 
 PRESETS = ("Describe", "When does … happen?", "Chapters", "Read the text", "Custom")
 PRESETS_NEEDING_TEXT = ("When does … happen?", "Custom")
@@ -24,7 +25,7 @@ DEFAULT_VIDEO_MAX_NEW_TOKENS = 1024
 
 def build_video_prompt(preset: str, text: str, family: FamilySpec) -> str:
     """The prompt for a preset (the Qwen cookbook's wording where there is one)."""
-    text = (text or "").strip()
+    text = check_text("The question", text or "", MAX_PROMPT_CHARS).strip()
     if preset in PRESETS_NEEDING_TEXT and not text:
         what = "the event to find" if preset != "Custom" else "a question"
         raise UserError(f"The {preset!r} preset needs {what}.")
@@ -90,6 +91,7 @@ def ask_video(session: Backend, video: str | Path, prompt: str, *, budget: Video
               start: float | None = None, end: float | None = None, sampling: SamplingParams | None = None
               ) -> Iterator[VideoStep]:
     """Sample the clip once (the same sampler as Chat), stream the answer, then parse its times."""
+    check_text("The video question (prompt)", prompt, MAX_PROMPT_CHARS)  # before the clip is decoded
     budget = video_budget(budget or VideoBudget(), session.limits)  # the app's duration limit
     sampled = sample_frames(video, session.family, budget, start=start, end=end)
     request = GenerationRequest(

@@ -20,9 +20,11 @@ from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MAX_FRAMES_LIMIT, VideoBudget, warm_up
 from qvl_core.parse.grounding import parse_grounding
 from qvl_core.parse.safe_markdown import safe_markdown
+from qvl_core.settings import as_number
 from qvl_core.tasks.conversation import Conversation
 from ui.common import (
     SamplingControls,
+    api_number,
     api_sampling_inputs,
     format_stats,
     gpu_event,
@@ -93,8 +95,9 @@ class ChatSettings:
             turns=conv.turns,
             sampling=to_sampling(*self.sampling_values),
             system=self.system if self.system and self.system.strip() else None,
-            max_image_tokens=int(self.max_image_tokens),
-            video=VideoBudget(fps=float(self.fps), max_frames=int(self.max_frames)),
+            max_image_tokens=as_number("max_image_tokens", self.max_image_tokens, whole=True),
+            video=VideoBudget(fps=as_number("fps", self.fps), max_frames=as_number("max_frames", self.max_frames,
+                                                                                   whole=True)),
             label_media=bool(self.label_media),
         )
 
@@ -263,9 +266,9 @@ class ChatTab:
                 gr.MultimodalTextbox(file_count="multiple", label="message"),
                 gr.Textbox(DEFAULT_SYSTEM, label="system", placeholder=SYSTEM_PLACEHOLDER),
                 *api_sampling_inputs(DEFAULT_MAX_NEW_TOKENS),
-                gr.Number(DEFAULT_MAX_IMAGE_TOKENS, precision=0, label="max_image_tokens"),
-                gr.Number(DEFAULT_FPS, label="fps"),
-                gr.Number(DEFAULT_MAX_FRAMES, precision=0, label="max_frames"),
+                api_number(DEFAULT_MAX_IMAGE_TOKENS, "max_image_tokens"),
+                api_number(DEFAULT_FPS, "fps"),
+                api_number(DEFAULT_MAX_FRAMES, "max_frames"),
             ]
             api_out = gr.Textbox(label="reply")
             api_conv = gr.State(Conversation())

@@ -14,6 +14,7 @@ from qvl_core.engine.backend import Backend
 from qvl_core.errors import UserError
 from qvl_core.media.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
 from qvl_core.parse.html import iframe_html
+from qvl_core.settings import as_number
 from qvl_core.tasks.documents import (
     DEFAULT_DOC_IMAGE_TOKENS,
     DEFAULT_DOC_MAX_NEW_TOKENS,
@@ -34,6 +35,7 @@ from ui.common import (
     format_stats,
     gpu_event,
     image_tokens_slider,
+    plain_markdown,
     throttle,
     to_gr_error,
     to_sampling,
@@ -48,8 +50,9 @@ def page_status_line(r: PageResult) -> str:
     """A finished page's line in the status: blocks, stats, truncation and field problems."""
     flag = " ⚠️ **hit the token limit: the page may be cut short** (raise Max new tokens)" if r.truncated else ""
     kind = "" if r.is_html or r.fields is not None else " (the answer is not HTML: shown as text)"
-    problems = f" — {'; '.join(r.field_problems)}" if r.field_problems else ""
-    return f"- {r.label}: {len(r.blocks)} layout blocks, {format_stats(r.stats)}{flag}{kind}{problems}"
+    # Field problems quote what the model wrote (its keys) and labels hold file names: shown as text, never markup.
+    problems = f" — {'; '.join(plain_markdown(p) for p in r.field_problems)}" if r.field_problems else ""
+    return f"- {plain_markdown(r.label)}: {len(r.blocks)} layout blocks, {format_stats(r.stats)}{flag}{kind}{problems}"
 
 
 def status_markdown(progress: JobProgress, page_lines: list[str] | None = None) -> str:
@@ -63,11 +66,11 @@ def status_markdown(progress: JobProgress, page_lines: list[str] | None = None) 
     if progress.finished:
         lines.append(f"**Done: {n} of {progress.total_pages} pages.**")
     elif progress.current:
-        lines.append(f"**Parsing {progress.current}** ({n} of {progress.total_pages} pages done)")
+        lines.append(f"**Parsing {plain_markdown(progress.current)}** ({n} of {progress.total_pages} pages done)")
     page_lines = [] if page_lines is None else page_lines
     page_lines += [page_status_line(r) for r in progress.done[len(page_lines):]]
     lines += page_lines[:n]
-    lines += [f"- ❌ {e}" for e in progress.errors]
+    lines += [f"- ❌ {plain_markdown(e)}" for e in progress.errors]
     return "\n".join(lines)
 
 
@@ -109,8 +112,9 @@ class DocumentsTab:
     def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,
                 n_files: int = 1) -> JobOptions:
         spec = parse_fields(fields) if mode == MODES[3] else None
-        return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=float(dpi),
-                          max_image_tokens=int(max_tokens), sampling=to_sampling(*sampling_values), fields=spec,
+        return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=dpi,  # JobOptions checks it
+                          max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True),
+                          sampling=to_sampling(*sampling_values), fields=spec,
                           clamp_pages=n_files > 1)  # pages per job: the backend's limits.max_pdf_pages
 
     def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
@@ -154,7 +158,8 @@ class DocumentsTab:
         try:
             if not file:
                 raise UserError("A PDF or page image is required.")
-            options = self.options(mode or MODES[0], fields or "", pages or "", dpi or DEFAULT_DPI,
+            # An empty dpi is the default; 0 is refused like any value out of range, never replaced.
+            options = self.options(mode or MODES[0], fields or "", pages or "", DEFAULT_DPI if dpi is None else dpi,
                                    DEFAULT_DOC_IMAGE_TOKENS, default_sampling_values(DEFAULT_DOC_MAX_NEW_TOKENS))
             *_, last = run_job(self.session, [file], options)
             if last.errors and not last.done:

@@ -14,9 +14,11 @@ from qvl_core.engine.backend import Backend
 from qvl_core.errors import UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.parse.grounding import PRESETS, build_prompt
+from qvl_core.settings import as_number
 from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
 from ui.common import (
     SamplingControls,
+    api_number,
     default_sampling_values,
     format_stats,
     gpu_event,
@@ -124,7 +126,8 @@ class GroundingTab:
             prompt = (prompt or "").strip() or build_prompt(preset, text, self.session.family)
             sampling = to_sampling(*sampling_values)
             result = None
-            steps = ground(self.session, image, prompt, sampling=sampling, max_image_tokens=int(max_tokens))
+            steps = ground(self.session, image, prompt, sampling=sampling,
+                           max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True))
             with contextlib.closing(throttle(steps, urgent=lambda s: s.result is not None)) as shown_steps:
                 for step in shown_steps:
                     result = step.result
@@ -149,8 +152,9 @@ class GroundingTab:
             prompt = build_prompt(preset or "Detect", text, self.session.family)
             sampling = to_sampling(*default_sampling_values(max_new_tokens))
             result = None
+            tokens = as_number("max_image_tokens", max_image_tokens, whole=True)
             with contextlib.closing(ground(self.session, image, prompt, sampling=sampling,
-                                           max_image_tokens=int(max_image_tokens))) as steps:
+                                           max_image_tokens=tokens)) as steps:
                 for step in steps:
                     result = step.result or result
             assert result is not None
@@ -205,8 +209,8 @@ class GroundingTab:
         with gr.Group(visible=False):
             api_in = [image_path_input(label="image"), gr.Textbox(label="text"),
                       gr.Dropdown(list(PRESETS), value="Detect", label="preset"),
-                      gr.Number(DEFAULT_MAX_IMAGE_TOKENS, precision=0, label="max_image_tokens"),
-                      gr.Number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, precision=0, label="max_new_tokens")]
+                      api_number(DEFAULT_MAX_IMAGE_TOKENS, "max_image_tokens"),
+                      api_number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, "max_new_tokens")]
             api_out = [gr.Image(type="pil", label="drawn"), gr.JSON(label="detections")]
             api_btn = gr.Button()
         api_btn.click(self.api_ground, api_in, api_out, api_name="ground", **self.gpu)

@@ -24,8 +24,17 @@ from qvl_core.media.video import (
     probe,
 )
 from qvl_core.parse.timespans import format_timestamp, link_timestamps, spans_to_chapters
+from qvl_core.settings import as_number
 from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
-from ui.common import SamplingControls, format_stats, gpu_event, throttle, to_gr_error, to_sampling
+from ui.common import (
+    SamplingControls,
+    api_number,
+    format_stats,
+    gpu_event,
+    throttle,
+    to_gr_error,
+    to_sampling,
+)
 from ui.files import OutputRoot
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -130,8 +139,9 @@ class VideoTab:
 
     @staticmethod
     def budget(fps: float, max_frames: float, frame_tokens: float, total_tokens: float) -> VideoBudget:
-        return VideoBudget(fps=float(fps), max_frames=int(max_frames), max_frame_tokens=int(frame_tokens),
-                           total_tokens=int(total_tokens))
+        return VideoBudget(fps=as_number("fps", fps), max_frames=as_number("max_frames", max_frames, whole=True),
+                           max_frame_tokens=as_number("max_frame_tokens", frame_tokens, whole=True),
+                           total_tokens=as_number("total_tokens", total_tokens, whole=True))
 
     def prompt_for(self, preset: str, text: str) -> str:
         try:
@@ -181,7 +191,7 @@ class VideoTab:
                 raise UserError("A video is required.")
             if not (question or "").strip():
                 raise UserError("A question is required.")
-            budget = VideoBudget(fps=float(fps), max_frames=int(max_frames))
+            budget = VideoBudget(fps=as_number("fps", fps), max_frames=as_number("max_frames", max_frames, whole=True))
             *_, last = ask_video(self.session, video, question, budget=budget)
             return last.answer.raw, last.answer.spans_json()
         except Exception as exc:  # noqa: BLE001
@@ -254,7 +264,7 @@ class VideoTab:
 
         with gr.Group(visible=False):
             api_in = [gr.Video(label="video"), gr.Textbox(label="question"), gr.Number(DEFAULT_FPS, label="fps"),
-                      gr.Number(DEFAULT_MAX_FRAMES, precision=0, label="max_frames")]
+                      api_number(DEFAULT_MAX_FRAMES, "max_frames")]
             api_out = [gr.Textbox(label="answer"), gr.JSON(label="spans")]
             api_btn = gr.Button()
         api_btn.click(self.api_video_qa, api_in, api_out, api_name="video_qa", **self.gpu)

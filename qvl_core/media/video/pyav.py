@@ -50,6 +50,8 @@ class _PyAVReader:
             raise
 
     def _open_stream(self, name: str, index: bool, max_duration: float | None) -> None:
+        import av
+
         container = self.container
         if not container.streams.video:
             if container.streams.audio:
@@ -70,7 +72,10 @@ class _PyAVReader:
         if index:
             self._index(name, declared)
             self.fps = float(rate) if rate else (self.frames - 1) / max(self.frame_times[-1], 1e-9)
-            self.container.seek(self.dts[0], stream=stream, backward=True)
+            try:
+                self.container.seek(self.dts[0], stream=stream, backward=True)
+            except av.error.FFmpegError as exc:  # e.g. a damaged still image: FFmpeg says "Operation not permitted"
+                raise _not_a_video(self.path, f"it cannot be read from its start: {exc.strerror}") from None
         first = self._first_frame(name)
         self.rotation = (-int(getattr(first, "rotation", 0) or 0)) % 360
         w, h = first.width, first.height
