@@ -31,8 +31,9 @@ TIER_FIXTURES = {
     "chromium": "browser",  # headless Chromium (the `page` fixture uses it)
 }
 # The video decoder's worker process belongs to the library under test (every decode runs in one), so the
-# fast tier allows it; any other child process started from a fast-tier test fails that test.
-LIBRARY_SPAWNERS = ("qvl_core.media.video",)
+# fast tier allows it, and so is `ldconfig -p`, which ctypes.util.find_library runs when torch/CUDA look up a
+# shared library on first use; any other child process started from a fast-tier test fails that test.
+LIBRARY_SPAWNERS = ("qvl_core.media.video", "ctypes.util")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
