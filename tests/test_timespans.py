@@ -318,3 +318,31 @@ def test_format_timestamp_reads_back_close(seconds):
     label = format_timestamp(seconds)
     back = parse_timestamp(label)
     assert back is not None and abs(back - seconds) <= 0.5
+
+
+# ---- Chinese units -------------------------------------------------------------------------------------------------
+CHINESE = [
+    ("<5.6秒>", [(5.6, None, "<5.6秒>")]),
+    ("该事件发生在 5.6 秒到 9.2 秒之间。", [(5.6, 9.2, "该事件发生在 5.6 秒到 9.2 秒之间。")]),
+    ("开头。从1分30秒到2分钟15秒，一个人开门。然后在<12.5秒>关门。",
+     [(90.0, 135.0, "从1分30秒到2分钟15秒，一个人开门。"), (12.5, None, "然后在<12.5秒>关门。")]),
+    ("0秒至10秒：开门\n10秒至1分钟：走进房间", [(0.0, 10.0, "开门"), (10.0, 60.0, "走进房间")]),
+    ("视频长1小时2分钟。", [(3720.0, None, "视频长1小时2分钟。")]),
+    ("在12.5秒钟时出现", [(12.5, None, "在12.5秒钟时出现")]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CHINESE, ids=[c[0][:20] for c in CHINESE])
+def test_chinese_units(text, expected):
+    """Regression: times with Chinese units (`<5.6秒>`, `1分30秒`, `小时`) gave no span: the units were unknown and
+    a number right after a Han character was not allowed to start a time."""
+    assert spans(text) == expected
+
+
+@pytest.mark.parametrize(("score", "time", "seconds"), [("他得了5分。", "他用了5分钟。", 300.0),
+                                                        ("3时的会议", "3小时的会议", 10800.0)])
+def test_chinese_lone_score_and_hour_are_not_times(score, time, seconds):
+    """A lone 分 is also a score and a lone 时 an hour of the day: like 'm' and 'h', only inside a compound;
+    the unambiguous 分钟 and 小时 are times."""
+    assert parse_time_spans(score) == []
+    assert spans(time) == [(seconds, None, time)]

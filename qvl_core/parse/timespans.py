@@ -29,13 +29,19 @@ _TEXT_KEYS = (
 # Seconds per unit word; single letters "m"/"h" only count inside a compound ("1m30s", "1h 2m"), because a lone
 # "5m" is as likely metres and "720h" a resolution.
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+# Chinese units, as the models write them in Chinese answers ("<5.6秒>", "1分30秒", "2小时"), mapped to the letter
+# they stand for. A lone "分" is also a score ("5分") and a lone "时" an hour of the day: weak, like "m" and "h".
+_CJK_UNITS = {"秒钟": "s", "秒": "s", "分钟": "m", "分": "m", "小时": "h", "时": "h"}
+_CJK_WEAK = frozenset({"分", "时"})
+# Han characters and CJK punctuation are word characters to `\w`, but in Chinese they sit right against numbers.
+_CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
 
 # One time atom. Either a colon form ("01:32.40", "1:02:03", "12:34.56s", "00:00:01,500") or a number with an
 # optional unit. A number without a unit ("64.0") is only a time when a range phrase lends it the unit of its other
 # end; the lookbehind keeps digits inside words, decimals and thousands ("v2", "1,000") from starting an atom.
 _ATOM_RE = re.compile(
     r"""
-    (?:(?<![\w.:])|(?<=\d[hm]))(?<!\d,)
+    (?:(?<![\w.:])|(?<=\d[hm])|(?<=[{cjk}]))(?<!\d,)
     (?:
       (?P<colon>
         (?: (?P<h>\d{1,3}):(?P<hm>[0-5]\d):(?P<hs>[0-5]\d) | (?P<m>\d{1,3}):(?P<s>[0-5]\d) )
@@ -45,14 +51,14 @@ _ATOM_RE = re.compile(
       )
       |
       (?P<num>\d+(?:\.\d+)?)
-      (?:[ \u00a0]?(?P<unit>seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h)(?![a-z]))?
+      (?:[ \u00a0]?(?P<unit>seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|秒钟|秒|分钟|分|小时|时)(?![a-z]))?
     )
-    """,
+    """.replace("{cjk}", _CJK),
     re.IGNORECASE | re.VERBOSE,
 )
 # What may stand between the two ends of a range ("and" only after "between").
 _RANGE_SEP_RE = re.compile(
-    r"(?:[ \t]*(?:-->|->|--|-|–|—|~|→)[ \t]*|[ \t]+(?:to|until|till|through|and)[ \t]+)", re.IGNORECASE
+    r"(?:[ \t]*(?:-->|->|--|-|–|—|~|→|～|至|到)[ \t]*|[ \t]+(?:to|until|till|through|and)[ \t]+)", re.IGNORECASE
 )
 _BETWEEN_RE = re.compile(r"\bbetween[ \t]+\Z", re.IGNORECASE)
 # What may join the parts of a compound duration: "1h 2m 3s", "1 min, 30 s", "2 minutes and 5 seconds".
@@ -65,12 +71,13 @@ _JSON_TIME_VALUE_RE = re.compile(
     r'"(?:' + "|".join(re.escape(k) for k in (*_START_KEYS, *_END_KEYS, *_SPAN_KEYS)) + r')"\s*:\s*"?\[?\s*\Z',
     re.IGNORECASE,
 )
-_SENTENCE_BREAK_RE = re.compile(r"\n\s*|(?<=[.!?。！？])\s+")
+# Chinese full stops end a sentence with no space after them.
+_SENTENCE_BREAK_RE = re.compile(r"\n\s*|(?<=[.!?])\s+|(?<=[。！？])\s*")
 # Bullets and markup that may precede a timestamp that opens a line: "- ", "1. ", "**", "[".
 _LEAD_RE = re.compile(r"\s*(?:[-*+•]\s+|\d{1,3}[.)]\s+)?[\s*_#\[(<]*")
-_TRAIL_PUNCT = " \t*_:-–—,;|)]>"
+_TRAIL_PUNCT = " \t*_:-–—,;|)]>：，"
 # ...and what must follow it for the time to be a label: "00:12: text", "[00:12] text", "00:12 - 00:20 | text".
-_LABEL_END_RE = re.compile(r"[ \t]*[*_]*[ \t]*[:\-–—|)\]>]")
+_LABEL_END_RE = re.compile(r"[ \t]*[*_]*[ \t]*[:\-–—|)\]>：]")
 _JSON_START_RE = re.compile(r"[\[{]\s*[\[{\"]")
 _MARKER_CLOSE_RE = re.compile(r"[ \t]*>")
 
@@ -143,12 +150,12 @@ def _raw_atoms(text: str) -> list[_Atom]:
                 continue  # "1080p", "50%", "12:" (a broken colon form)
             atoms.append(_Atom(m.start(), m.end(), "bare", number, 0.0, 0, False, None))
             continue
-        letter = unit[0].lower()
+        letter = _CJK_UNITS.get(unit) or unit[0].lower()
         if letter == "s" and unit.lower() == "s" and _is_decade(text, m):
             continue  # "1990s", "the 80s", "'70s"
         mult = _UNIT_SECONDS[letter]
         rank = {"s": 1, "m": 2, "h": 3}[letter]
-        weak = len(unit) == 1 and letter in "mh"
+        weak = (len(unit) == 1 and letter in "mh") or unit in _CJK_WEAK
         atoms.append(_Atom(m.start(), m.end(), "unit", number, mult, rank, weak, number * mult))
     return atoms
 
