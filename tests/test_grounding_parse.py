@@ -259,6 +259,37 @@ def test_unescaped_quote_in_ocr_text_keeps_later_lines(family):
     assert got[0][3].startswith('5" screen') and got[1][3] == "ok"  # json_repair may keep the stray quote
 
 
+# Real answers that were read wrongly: (template in the family's coordinates, families, expected summary).
+REAL_SHAPES = [
+    pytest.param('[{"point_2d": [$Px, $Py], "label": "a"}, {"point_2d": ["$Px, $Py"], "label": "b"}, '
+                 '{"point_2d": ["$Bx1, $By1"], "label": "c"}]', FAMILIES,
+                 [("a", None, P), ("b", None, P), ("c", None, B[:2])], id="points-as-strings"),
+    pytest.param('{"label": "cup", "point_2d": ["$Px, $Py", "$Ax1, $Ay1", "$Bx1, $By1"]}', FAMILIES,
+                 [("cup", None, P), ("cup", None, A[:2]), ("cup", None, B[:2])], id="point-list-of-strings"),
+    pytest.param('{"label": "cup", "points": [[$Px, $Py], [$Ax1, $Ay1]]}', FAMILIES,
+                 [("cup", None, P), ("cup", None, A[:2])], id="points-key"),
+    pytest.param('[{"bbox_2d": [$A], "name_en": "cat", "name_zh": "猫"}, {"bbox_2d": [$B], "name_zh": "狗"}, '
+                 '{"bbox_2d": [$OUT], "description": "a red car"}]', FAMILIES,
+                 [("cat", A, None), ("狗", B, None), ("a red car", WIDE, None)], id="name-keys"),
+    pytest.param("<|object_ref_start|>cat<|object_ref_end|><|box_start|>$Apairs<|box_end|>"
+                 "<|box_start|>$Bpairs", ("qwen2_vl",), [("cat", A, None), ("cat", B, None)],
+                 id="qwen2-box-end-eaten-by-stop-string"),
+    pytest.param("<|object_ref_start|>cat<|object_ref_end|><|box_start|>$Apairs\n", ("qwen2_vl",),
+                 [("cat", A, None)], id="qwen2-stopped-box-alone"),
+]
+
+
+@pytest.mark.parametrize(("template", "families", "expected"), REAL_SHAPES)
+def test_real_answer_shapes(template, families, expected):
+    """Regressions from real answers: points written as one string "x, y" each (only the points written as numbers
+    survived), several points under one key, labels under name_en / name_zh / description (boxes came back
+    unlabelled), and a Qwen2-VL box whose <|box_end|> a stop string removed (the box was dropped)."""
+    for family in families:
+        got = [(label, box, point) for label, box, point, _ in summary(parse(fill(template, family), family))]
+        assert got == [(label, box and pytest.approx(box), point and pytest.approx(point))
+                       for label, box, point in expected], family
+
+
 def test_qwen2_answer_decoded_without_special_tokens():
     """Bug: decoding with skip_special_tokens=True strips Qwen2-VL's <|box_start|> tokens, leaving
     'the cat(250,250),(500,500)'; the boxes must still be found."""

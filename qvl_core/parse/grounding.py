@@ -27,6 +27,7 @@ from qvl_core.settings import MAX_PROMPT_CHARS, check_text
 MAX_NUMBER_CHARS = 40  # longer "numbers" are noise, not coordinates
 MAX_FALLBACK_LABEL_CHARS = 120  # labels guessed from prose around plain-text boxes are cut here
 MAX_PLAIN_LINE_CHARS = 300  # a longer line is prose, not "x1,y1,x2,y2 label"
+MAX_STOPPED_BOX_CHARS = 200  # a Qwen2-VL box left open by a stop string is looked for this far from the end
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,12 @@ def _numbers(v: Any) -> list[float] | None:
                 return None
             nums = [_number(c) for p in v for c in p]
         else:
-            nums = [_number(c) for c in v]
+            nums = []
+            for c in v:
+                # ["120, 45", "130, 50"]: models write a point as one string "x, y"; each such string gives all
+                # its numbers (read one by one, only the first points survived).
+                found = _number(c)
+                nums += [found] if found is not None or not isinstance(c, str) else _string_numbers(c)
     elif isinstance(v, dict):  # {"x1": .., "y1": .., "x2": .., "y2": ..} or {"x": .., "y": ..}
         keys = {str(k).lower(): val for k, val in v.items()}
         order = ("x1", "y1", "x2", "y2") if "x1" in keys else ("x", "y")
@@ -120,6 +126,16 @@ def _numbers(v: Any) -> list[float] | None:
     return nums  # type: ignore[return-value]
 
 
+_NUMS_STRING_RE = re.compile(rf"\s*[\[(]?\s*{_NUM}(?:\s*[,\s]\s*{_NUM})*\s*[\])]?\s*")
+
+
+def _string_numbers(s: str) -> list[float | None]:
+    """Every number of a string that holds only numbers ("120, 45", "(120 45)"); [None] for anything else."""
+    if len(s) > MAX_NUMBER_CHARS * 8 or not _NUMS_STRING_RE.fullmatch(s):
+        return [None]
+    return [_number(n) for n in _NUM_RE.findall(s)]
+
+
 def _as_box(v: Any) -> Box | None:
     """Exactly 4 numbers, or an even count of at least 4 (corner pairs or a polygon): its bounding box."""
     nums = _numbers(v)
@@ -131,11 +147,12 @@ def _as_box(v: Any) -> Box | None:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _as_point(v: Any) -> Point | None:
+def _as_points(v: Any) -> list[Point] | None:
+    """One point ([x, y], "x, y"), or several under one key ([[x, y], ...], ["x, y", ...]); None if unreadable."""
     nums = _numbers(v)
-    if nums is None or len(nums) != 2:
+    if not nums or len(nums) % 2:
         return None
-    return nums[0], nums[1]
+    return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
 
 
 def _as_text(v: Any) -> str | None:
@@ -149,8 +166,10 @@ def _as_text(v: Any) -> str | None:
 # JSON: find top-level [...] / {...} segments in the text, hand each to json_repair.
 
 _BOX_KEYS = ("bbox_2d", "bbox", "box", "box_2d", "bbox2d")
-_POINT_KEYS = ("point_2d", "point", "point2d")
-_LABEL_KEYS = ("label", "name", "category", "class")  # first present wins; "label" is what the models use
+_POINT_KEYS = ("point_2d", "point", "point2d", "points", "points_2d")
+# First present wins; "label" is what the models use, the others appear in real answers to looser prompts
+# (bilingual "name_en"/"name_zh", a "description" in place of a name).
+_LABEL_KEYS = ("label", "name", "name_en", "category", "class", "name_zh", "description")
 _TEXT_KEYS = ("text_content", "text")
 
 
@@ -196,7 +215,7 @@ def _items(value: Any, depth: int = 0) -> Iterator[dict]:
                     yield from _items(v, depth + 1)
 
 
-def _raw_from_item(item: dict, pos: tuple[int, int]) -> _Raw | None:
+def _raw_from_item(item: dict, pos: tuple[int, int]) -> list[_Raw]:
     norm = {str(k).strip().lower(): k for k in item}
 
     def take(keys: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -210,15 +229,18 @@ def _raw_from_item(item: dict, pos: tuple[int, int]) -> _Raw | None:
     label_key, label_v = take(_LABEL_KEYS)
     text_key, text_v = take(_TEXT_KEYS)
     box = _as_box(box_v) if box_key is not None else None
-    point = _as_point(point_v) if point_key is not None else None
+    points = _as_points(point_v) if point_key is not None else None
     # A coordinate key with a value we cannot read is a broken item: drop it whole rather than keep half.
-    if (box_key is not None and box is None) or (point_key is not None and point is None):
-        return None
-    if box is None and point is None:
-        return None
+    if (box_key is not None and box is None) or (point_key is not None and points is None):
+        return []
+    if box is None and points is None:
+        return []
     used = {box_key, point_key, label_key, text_key}
     extra = {str(k): v for k, v in item.items() if k not in used}
-    return _Raw(pos, _as_text(label_v), box, point, _as_text(text_v), extra)
+    if points is None or (box is not None and len(points) > 1):
+        return [_Raw(pos, _as_text(label_v), box, points[0] if points else None, _as_text(text_v), extra)]
+    # Several points under one key: one finding each, same label (the sort that follows keeps their order).
+    return [_Raw(pos, _as_text(label_v), box, point, _as_text(text_v), dict(extra)) for point in points]
 
 
 def _raw_json(text: str) -> tuple[list[_Raw], list[tuple[int, int]]]:
@@ -229,9 +251,7 @@ def _raw_json(text: str) -> tuple[list[_Raw], list[tuple[int, int]]]:
             spans.append((seg.start, seg.end))
         for pos, value in _segment_values(text, seg):
             for idx, item in enumerate(_items(value)):
-                raw = _raw_from_item(item, (pos, idx))
-                if raw is not None:
-                    raws.append(raw)
+                raws += _raw_from_item(item, (pos, idx))
     return raws, spans
 
 
@@ -280,11 +300,22 @@ _SPECIAL_RE = re.compile(
 _LABEL_CARRIES_RE = re.compile(r"[\s,;]*(?:and\s*)?")
 
 
+# A box whose `<|box_end|>` was eaten by a stop string: both corners written, then only the end of the answer.
+_STOPPED_BOX_RE = re.compile(
+    rf"<\|box_start\|>\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*,?\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)"
+    r"\s*(?:<\|im_end\|>|<\|endoftext\|>)?\s*\Z"
+)
+
+
 def _raw_special_tokens(text: str) -> tuple[list[_Raw], list[tuple[int, int]]]:
     raws: list[_Raw] = []
     spans: list[tuple[int, int]] = []
     label: str | None = None
     last_end = 0
+    length = len(text)
+    stopped = _STOPPED_BOX_RE.search(text, max(0, length - MAX_STOPPED_BOX_CHARS))
+    if stopped is not None:  # complete it; a corner cut short by the token limit never matches (no closing ")")
+        text = text[:stopped.end()] + "<|box_end|>"
     for m in _SPECIAL_RE.finditer(text):
         spans.append(m.span())
         if m.group("ref") is not None:
@@ -305,7 +336,7 @@ def _raw_special_tokens(text: str) -> tuple[list[_Raw], list[tuple[int, int]]]:
         cut = text.rfind(marker)
         if cut >= 0 and text.find(marker.replace("start", "end"), cut) < 0:
             spans.append((cut, len(text)))
-    return raws, spans
+    return raws, [(a, min(b, length)) for a, b in spans]
 
 
 # --------------------------------------------------------------------------------------------------
