@@ -88,7 +88,7 @@ PAGES = {
         ("image", (400.0, 800.0, 1336.0, 920.0), "img", 1),
         ("image", (200.0, 960.0, 1536.0, 1760.0), "div", 0),
         ("image", (220.0, 980.0, 1516.0, 1740.0), "img", 1),
-        ("caption", (200.0, 1780.0, 1536.0, 1860.0), "div", 0),
+        ("image", (200.0, 1780.0, 1536.0, 1860.0), "div", 0),  # class "image caption" is an image region
         ("page-footer", (840.0, 2160.0, 896.0, 2200.0), "div", 0),
     ]),
     "page2-qwen3_vl-norm1000": (PAGE2_QWEN3, "qwen3_vl", (1008, 1312), (1275, 1650), [
@@ -129,6 +129,8 @@ $$
 $$
 
 <!-- Image (100, 480, 768, 880) -->
+
+<!-- Image (100, 890, 768, 930) -->
 
 Figure 1: Overview of the pipeline.
 
@@ -523,6 +525,16 @@ def test_layout_kinds_from_class_and_tag():
     assert kinds == [("caption", 0), ("formula", 0), ("page-header", 0), ("page-footer", 0), ("page-header", 0),
                      ("page-footer", 0), ("image", 0), ("image", 0), ("section", 0), ("list", 0), ("li", 1),
                      ("paragraph", 0), ("span", 0)]
+
+
+@pytest.mark.parametrize(("cls", "kind"), [("image caption", "image"), ("image_caption", "caption"),
+                                           ("table caption", "caption"), ("caption", "caption")])
+def test_image_caption_class_is_an_image(cls, kind):
+    """Regression: QwenVL marks an image region with class "image caption"; it was laid out (and coloured, and
+    converted) as a caption because a class ending in "caption" won over the image class."""
+    html = f'<div class="{cls}" data-bbox="1 1 2 2"><img data-bbox="1 1 2 2"/><p>Figure 2</p></div>'
+    blocks = layout.extract_layout(html, family="qwen2_vl", input_size=(1, 1), image_size=(1000, 1000))
+    assert [(b.kind, b.depth) for b in blocks][:1] == [(kind, 0)]
 
 
 def test_extract_layout_rejects_bad_sizes_and_unknown_family():

@@ -273,7 +273,9 @@ def block_kind(el: Tag) -> str:
         return "music-sheet"
     if any(c.startswith(("formula", "equation")) for c in cls) or tag == "math":
         return "formula"
-    if any(c.endswith("caption") for c in cls) or tag in ("figcaption", "caption"):
+    # QwenVL writes an image region as class "image caption" (the picture with the caption under it): an image.
+    # "table caption", "image_caption" and a lone "caption" are captions.
+    if (any(c.endswith("caption") for c in cls) and not has("image")) or tag in ("figcaption", "caption"):
         return "caption"
     if has("chart"):
         return "chart"
