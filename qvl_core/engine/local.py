@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qvl_core.engine.decoding import IncrementalDecoder
@@ -17,11 +17,19 @@ from qvl_core.engine.loading import LoadedModel, LoadOptions, load_model
 from qvl_core.engine.messages import MessagePlan
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.seeded import sampling_processors
+from qvl_core.engine.thinking import (
+    DEFAULT_THINKING_BUDGET,
+    ReasoningGuard,
+    ThinkingSupport,
+    opens_reasoning,
+    thinking_support,
+)
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.families import FamilySpec
 from qvl_core.media.images import PixelBudget, PreparedImage
 from qvl_core.media.video import SampledVideo
+from qvl_core.parse.thinking import ReasoningSplitter
 from qvl_core.settings import Limits
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,8 @@ class PreparedInputs:
     images: tuple[PreparedImage, ...]
     videos: tuple[SampledVideo, ...]
     prompt_tokens: int
+    opened: bool = False  # the prompt ends in an open `<think>` block: the output starts with reasoning
+    thinking_budget: int = DEFAULT_THINKING_BUDGET
 
 
 class ModelSession:
@@ -53,6 +63,7 @@ class ModelSession:
         self._loaded = loaded
         self._load_lock = threading.Lock()
         self._gpu_lock = threading.Lock()  # one generation at a time, whoever calls (UI, API, CLI)
+        self._thinking: ThinkingSupport | None = None
 
     # ---- loading and status -------------------------------------------------------------------
     def load(self) -> LoadedModel:
@@ -78,7 +89,14 @@ class ModelSession:
         lm = self.load()
         return SessionStatus(lm.model_id, lm.family.display_name, _describe_devices(lm.model), lm.dtype,
                              lm.attn, lm.quantization, _gpu_memory_mb(), lm.random_weights, lm.scripted,
-                             lm.precision_note)
+                             lm.precision_note, self.thinking)
+
+    @property
+    def thinking(self) -> ThinkingSupport:
+        """What the loaded model's template does with thinking, read once by rendering it."""
+        if self._thinking is None:
+            self._thinking = thinking_support(self.load().processor)
+        return self._thinking
 
     # ---- inputs --------------------------------------------------------------------------------
     def image_budget(self, request: GenerationRequest) -> PixelBudget:
@@ -93,7 +111,9 @@ class ModelSession:
         """
         lm = self.load()
         plan, images, videos = prepare_media(request, lm.family, videos, limits=self.limits)
-        prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True)
+        template_kwargs = self.thinking.template_kwargs(request.thinking, request.preserve_thinking)
+        prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True,
+                                                  **template_kwargs)
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         # Our own resize already fixed every size; an open pixel range makes the processor's a no-op.
         open_range = {"shortest_edge": lm.family.pixels_per_token,
@@ -116,7 +136,8 @@ class ModelSession:
         inputs.pop("video_metadata", None)
         _check_grid(inputs, images, lm.family)
         _check_video_grid(inputs, videos, lm.family)
-        return PreparedInputs(inputs, plan, images, videos, int(inputs["input_ids"].shape[1]))
+        return PreparedInputs(inputs, plan, images, videos, int(inputs["input_ids"].shape[1]),
+                              opens_reasoning(prompt), request.thinking_budget)
 
     # ---- generation ------------------------------------------------------------------------------
     def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
@@ -164,6 +185,9 @@ class ModelSession:
                 pass
 
         gen_kwargs = _generate_kwargs(sampling, lm)
+        # Last of the processors: a token it forces (closing the reasoning) is what generate picks.
+        guard = ReasoningGuard(tokenizer, prompt_tokens=prepared.prompt_tokens, opened=prepared.opened,
+                               budget=prepared.thinking_budget)
         # Before the lock and the prefill: a request that cannot fit must not wait for, then hold, the GPU.
         self.check_context(prepared, sampling)
         with self._gpu_lock:
@@ -175,7 +199,8 @@ class ModelSession:
                 try:
                     with torch.inference_mode():
                         lm.model.generate(**inputs, **gen_kwargs, streamer=_Streamer(),
-                                          logits_processor=LogitsProcessorList(sampling_processors(sampling)),
+                                          logits_processor=LogitsProcessorList(
+                                              [*sampling_processors(sampling), guard]),
                                           stopping_criteria=StoppingCriteriaList([_Stop()]))
                     events.put(("done", None))
                 except BaseException as exc:  # noqa: BLE001 - forwarded to the caller, never swallowed
@@ -184,6 +209,7 @@ class ModelSession:
             thread = threading.Thread(target=run, name="qvl-generate", daemon=True)
             thread.start()
             decoder = IncrementalDecoder(tokenizer)
+            splitter = ReasoningSplitter(opened=prepared.opened)
             first_token_at: float | None = None
             last_id: int | None = None
             finish: FinishReason = "stop"
@@ -196,7 +222,8 @@ class ModelSession:
                         last_id = payload[-1]
                         # Yield every token, even one that adds no visible text yet (a held-back partial UTF-8
                         # character, a control token): a consumer can only close us (Stop) when we yield.
-                        yield Chunk(decoder.add(payload), decoder.count)
+                        reasoning, answer = splitter.feed(decoder.add(payload))
+                        yield Chunk(answer, decoder.count, reasoning=reasoning)
                         continue
                     if kind == "error":
                         raise _user_facing(payload)
@@ -207,9 +234,12 @@ class ModelSession:
                     finish = "stop"
                 elif decoder.count >= sampling.max_new_tokens:
                     finish = "length"
-                tail = decoder.flush()
+                r_tail, a_tail = splitter.feed(decoder.flush())
+                r_end, a_end = splitter.flush()
                 end = time.perf_counter()
-                yield Chunk(tail, decoder.count, _stats(prepared, decoder.count, start, first_token_at, end, finish))
+                stats = replace(_stats(prepared, decoder.count, start, first_token_at, end, finish),
+                                reasoning_tokens=guard.reasoning_tokens, thinking_note=guard.note)
+                yield Chunk(a_tail + a_end, decoder.count, stats, reasoning=r_tail + r_end)
             finally:
                 # Runs on normal end, on error, and when the consumer closes us (Stop / disconnect).
                 stop_event.set()

@@ -27,11 +27,17 @@ class Media:
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a conversation. Assistant turns hold the model's raw text, never display markup."""
+    """One message of a conversation. Assistant turns hold the model's raw text, never display markup.
+
+    A thinking model's assistant turn keeps its reasoning apart from the answer (`text`, without `<think>` tags):
+    the template gets it back as the message's `reasoning_content`, and decides itself whether to show it to the
+    model again (the released templates drop earlier turns' reasoning unless `preserve_thinking`).
+    """
 
     role: Literal["user", "assistant"]
     text: str
     media: tuple[Media, ...] = ()
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,5 +102,8 @@ def build_messages(
             media.append(item)
         if turn.text or not content:
             content.append({"type": "text", "text": turn.text})
-        messages.append({"role": turn.role, "content": content})
+        message: dict = {"role": turn.role, "content": content}
+        if turn.role == "assistant" and turn.reasoning:
+            message["reasoning_content"] = turn.reasoning
+        messages.append(message)
     return MessagePlan(messages, media)

@@ -53,10 +53,16 @@ class Conversation:
             )
         return Conversation((*self.turns, turn), self.notes, self.figures)
 
-    def with_answer(self, text: str, note: str = "", figure: str | None = None) -> Conversation:
-        """Set the assistant answer to the last user message (replacing a partial one being streamed)."""
+    def with_answer(self, text: str, note: str = "", figure: str | None = None, *, reasoning: str = ""
+                    ) -> Conversation:
+        """Set the assistant answer to the last user message (replacing a partial one being streamed).
+
+        `text` is the answer only; a thinking model's `reasoning` is kept apart in the turn, and the template
+        decides whether the model sees it again (see `Turn`). Display (a collapsible thought) is built from it.
+        """
         base = self.without_trailing_answer()
-        return Conversation((*base.turns, Turn("assistant", text)), (*base.notes, note), (*base.figures, figure))
+        turn = Turn("assistant", text, reasoning=reasoning)
+        return Conversation((*base.turns, turn), (*base.notes, note), (*base.figures, figure))
 
     def without_trailing_answer(self) -> Conversation:
         if self.turns and self.turns[-1].role == "assistant":

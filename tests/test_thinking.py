@@ -1,0 +1,169 @@
+"""Thinking: reasoning split from the answer, support read from the template, budget and loop guard in generate."""
+
+from __future__ import annotations
+
+import pytest
+
+from qvl_core.engine.loading import LoadOptions
+from qvl_core.engine.local import ModelSession
+from qvl_core.engine.messages import Turn, build_messages
+from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.thinking import (
+    LOOP_REPEATS,
+    ThinkingSupport,
+    repeating_ngram,
+    thinking_support,
+)
+from qvl_core.engine.types import GenerationRequest, collect_reasoning
+from qvl_core.errors import UserError
+from qvl_core.parse.thinking import ReasoningSplitter, answer_part, split_reasoning
+from qvl_core.tasks.conversation import Conversation
+from qvl_core.testing.tiny import BYTE_ALPHABET, split_answer
+
+# A minimal template that behaves like the released thinking ones: `enable_thinking` (on by default), a generation
+# prompt ending in `<think>\n` (an empty closed block when off), earlier reasoning dropped unless
+# `preserve_thinking`, and `reasoning_content` read from assistant messages.
+THINKING_TEMPLATE = (
+    "{%- set ns = namespace(last_user=0) -%}"
+    "{%- for m in messages -%}{%- if m.role == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- for m in messages -%}"
+    "{{- '<|im_start|>' + m.role + '\\n' -}}"
+    "{%- if m.role == 'assistant' and m.reasoning_content and (preserve_thinking or loop.index0 > ns.last_user) -%}"
+    "{{- '<think>\\n' + m.reasoning_content + '\\n</think>\\n\\n' -}}"
+    "{%- endif -%}"
+    "{%- if m.content is string -%}{{- m.content -}}{%- else -%}{%- for part in m.content -%}"
+    "{%- if part.type == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part.type == 'video' -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif 'text' in part -%}{{- part.text -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and not enable_thinking -%}{{- '<think>\\n\\n</think>\\n\\n' -}}"
+    "{%- else -%}{{- '<think>\\n' -}}{%- endif -%}{%- endif -%}"
+)
+
+
+# ---- the splitter (pure) -------------------------------------------------------------------------
+SPLITS = [
+    # (output, opened by the prompt, reasoning, answer)
+    ("Let me look.\n</think>\n\nA cat.", True, "Let me look.", "A cat."),
+    ("<think>\nLet me look.\n</think>\n\nA cat.", False, "Let me look.", "A cat."),
+    ("A cat.", False, "", "A cat."),
+    ("Still thinking", True, "Still thinking", ""),
+    ("<think>\nunfinished", False, "unfinished", ""),
+    ("\n\n</think>\n\nA cat.", True, "", "A cat."),
+    ("<thin", False, "", "<thin"),  # not a tag after all: the answer
+    ("a < b </think> b > a", True, "a < b", "b > a"),
+]
+
+
+@pytest.mark.parametrize("text, opened, reasoning, answer", SPLITS)
+def test_split_reasoning_whole(text, opened, reasoning, answer):
+    assert split_reasoning(text, opened=opened) == (reasoning, answer)
+
+
+@pytest.mark.parametrize("text, opened, reasoning, answer", SPLITS)
+def test_split_reasoning_streamed_one_character_at_a_time(text, opened, reasoning, answer):
+    """Bug guarded: a tag cut over two deltas ('</thi' + 'nk>') leaked into the answer or the reasoning."""
+    splitter = ReasoningSplitter(opened=opened)
+    parts = [splitter.feed(c) for c in text] + [splitter.flush()]
+    assert ("".join(r for r, _ in parts), "".join(a for _, a in parts)) == (reasoning, answer)
+
+
+def test_answer_part_drops_reasoning_with_or_without_the_opening_tag():
+    assert answer_part("draft [1, 2]\n</think>\n\nfinal") == "final"
+    assert answer_part("<think>draft</think>final") == "final"
+    assert answer_part("<think>\nunclosed draft") == ""
+    assert answer_part("plain") == "plain"
+
+
+def test_repeating_ngram_finds_a_loop_and_not_ordinary_text():
+    assert repeating_ngram(list(range(200))) is None
+    assert repeating_ngram([1, 2, 3] + [7, 8, 9, 10] * LOOP_REPEATS * 2) == 4
+    assert repeating_ngram([5] * 20) is None  # a short run (a table rule) is not a loop
+    assert repeating_ngram([5] * 64) == 1
+
+
+def test_template_kwargs_only_what_the_template_reads():
+    on = ThinkingSupport(can_think=True, switchable=True, default_on=True, preserve=True)
+    assert on.template_kwargs(None, False) == {}
+    assert on.template_kwargs(False, True) == {"enable_thinking": False, "preserve_thinking": True}
+    assert ThinkingSupport().template_kwargs(True, True) == {}
+    assert not ThinkingSupport().enabled(True) and on.enabled(None) and not on.enabled(False)
+
+
+def test_thinking_budget_is_checked():
+    with pytest.raises(UserError, match="thinking budget"):
+        GenerationRequest(turns=(Turn("user", "hi"),), thinking_budget=0)
+
+
+# ---- the conversation gives reasoning back apart -------------------------------------------------
+def test_conversation_keeps_reasoning_apart_and_gives_it_back_as_reasoning_content():
+    """Bug guarded: reasoning in the answer text went back to the model as part of the reply."""
+    conv = Conversation().send("hi").with_answer("Hello", reasoning="They greet me.").send("again")
+    assert conv.turns[1].text == "Hello" and conv.turns[1].reasoning == "They greet me."
+    messages = build_messages(conv.turns).messages
+    assert messages[1]["reasoning_content"] == "They greet me."
+    assert "They greet me." not in str(messages[1]["content"])
+    assert "reasoning_content" not in messages[0]
+
+
+# ---- the real model classes ---------------------------------------------------------------------
+def _thinking_session(ckpt_dir, answer: str | None = None, template: str = THINKING_TEMPLATE) -> ModelSession:
+    """A tiny Qwen3-VL session of its own whose template is replaced (the shared sessions stay untouched)."""
+    session = ModelSession(LoadOptions(model=str(ckpt_dir("qwen3_vl", answer)), device="cpu"))
+    processor = session.load().processor
+    processor.chat_template = template
+    processor.tokenizer.chat_template = template
+    return session
+
+
+def test_thinking_support_is_read_from_the_template(ckpt_dir, make_session):
+    session = _thinking_session(ckpt_dir)
+    support = thinking_support(session.loaded.processor)
+    assert support == ThinkingSupport(can_think=True, switchable=True, default_on=True, preserve=True)
+    assert session.status().thinking == support
+    assert make_session("qwen3_vl").status().thinking == ThinkingSupport()  # the plain template cannot think
+
+
+def test_request_thinking_reaches_the_template(ckpt_dir):
+    session = _thinking_session(ckpt_dir)
+    history = Conversation().send("hi").with_answer("Hello", reasoning="earlier-thought").send("again").turns
+    decode = session.loaded.processor.tokenizer.decode
+
+    def prompt(**kwargs) -> str:
+        return decode(session.prepare(GenerationRequest(turns=history, **kwargs)).inputs["input_ids"][0])
+
+    assert prompt().endswith("<think>\n") and "earlier-thought" not in prompt()
+    assert prompt(thinking=False).endswith("<think>\n\n</think>\n\n")
+    assert "earlier-thought" in prompt(preserve_thinking=True)
+
+
+def test_scripted_reasoning_streams_apart_from_the_answer(ckpt_dir):
+    session = _thinking_session(ckpt_dir, "The red one is left.\n</think>\n\nLeft.")
+    request = GenerationRequest(turns=(Turn("user", "Which?"),))
+    answer, reasoning, stats = collect_reasoning(session.stream(request))
+    assert (reasoning, answer) == ("The red one is left.", "Left.")
+    assert stats.reasoning_tokens > 0 and stats.thinking_note == ""
+
+
+def test_budget_closes_the_reasoning_and_the_model_answers(ckpt_dir):
+    """The scripted model ignores whatever was forced, so this only passes when the close is a logits processor
+    after the model: reasoning cut at the budget, then `</think>`, then the model's own text as the answer."""
+    script = "abcdefghijklmnopqrstuvwxyz" * 4  # ~20 scripted pieces, no `</think>`
+    session = _thinking_session(ckpt_dir, script)
+    request = GenerationRequest(turns=(Turn("user", "Think."),),
+                                sampling=SamplingParams(max_new_tokens=40), thinking_budget=5)
+    answer, reasoning, stats = collect_reasoning(session.stream(request))
+    assert reasoning == "".join(split_answer(script, set(BYTE_ALPHABET.values()))[:5])  # the first five pieces
+    assert answer and script.startswith(answer)  # after the forced close the script starts again, as the answer
+    assert stats.reasoning_tokens == 5 and "thinking budget of 5 tokens" in stats.thinking_note
+
+
+def test_thinking_off_leaves_the_output_an_answer(ckpt_dir):
+    session = _thinking_session(ckpt_dir, "Left.")
+    answer, reasoning, stats = collect_reasoning(
+        session.stream(GenerationRequest(turns=(Turn("user", "Which?"),), thinking=False)))
+    assert (reasoning, answer) == ("", "Left.") and stats.reasoning_tokens == 0
