@@ -657,6 +657,24 @@ Cap
 """
 
 
+@pytest.mark.parametrize(("html", "expected"), [
+    ("<p>Energy $E=mc^2$ holds.</p>", "Energy $E=mc^2$ holds.\n"),
+    ("<p>Let $x_i$ and $y_{j}$ be $n$-vectors.</p>", "Let $x_i$ and $y_{j}$ be $n$-vectors.\n"),
+    ("<p>Sum $$\\sum_i a_i$$ and \\(b^2\\) inline.</p>", "Sum $$\\sum_i a_i$$ and $b^2$ inline.\n"),
+    ("<h2>Case $k=1$</h2>", "## Case $k=1$\n"),
+    ("<table><tr><td>$a_b$</td></tr></table>", "| $a_b$ |\n| --- |\n"),
+    ("<p>If $a&lt;b$ then.</p>", "If $a\\lt b$ then.\n"),  # no "<" left to open HTML
+    # prices are not math: a space inside the dollars, a digit after the closing one, a lone dollar
+    ("<p>It costs $5 and $10 now.</p>", "It costs \\$5 and \\$10 now.\n"),
+    ("<p>From $5 to $ 10.</p>", "From \\$5 to \\$ 10.\n"),
+    ("<p>$x$5</p>", "\\$x\\$5\n"),
+])
+def test_inline_latex_in_paragraphs_stays_math(html, expected):
+    """Regression: QwenVL writes inline LaTeX straight into paragraph text ($x_i$); every $ was escaped to \\$ and
+    every _ to \\_, so the Markdown showed the source instead of the formula."""
+    assert markdown.html_to_markdown(html) == expected
+
+
 def test_markdown_of_non_html_and_empty():
     assert markdown.html_to_markdown("") == ""
     assert markdown.html_to_markdown("The page shows *a cat*.") == "The page shows \\*a cat\\*.\n"

@@ -22,6 +22,9 @@ _LINE_START = re.compile(r"^([ \t]*)(?:(#{1,6}(?=\s|$)|>|[-+](?=\s)|[=-]+[ \t]*$
 _LIST_START = re.compile(r"(?:[-+*]|\d{1,9}[.)]) ")
 _ENTITY_LIKE = re.compile(r"&(?=#?\w+;)")
 _MATH_DELIMS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+# Inline LaTeX that QwenVL writes straight into paragraph text: "$x^2$", "$$x$$", "\\(x\\)". Pandoc's rule tells
+# it from prices: no space inside either dollar, and no digit right after the closing one ("$5 and $10").
+_INLINE_MATH = re.compile(r"\$\$(?=\S)([^$]+?)(?<=\S)\$\$|\$(?=[^\s$])([^$]*?[^\s$\\])\$(?!\d)|\\\((.+?)\\\)")
 
 
 def _escape_line_starts(text: str) -> str:
@@ -35,6 +38,20 @@ def _escape_line_starts(text: str) -> str:
 
 def _escape_md(text: str) -> str:
     return _ENTITY_LIKE.sub(r"\\&", _MD_ESCAPE.sub(r"\\\1", text))
+
+
+def _escape_text(text: str) -> str:
+    """Text for Markdown with its inline math kept as math (`$...$`), everything else escaped."""
+    out: list[str] = []
+    last = 0
+    for m in _INLINE_MATH.finditer(text):
+        tex = next(g for g in m.groups() if g is not None)
+        # "<" and ">" could open HTML in the Markdown around the formula; TeX has words for them.
+        tex = tex.replace("<", "\\lt ").replace(">", "\\gt ")
+        out += [_escape_md(text[last:m.start()]), f"$${tex}$$" if m.group(1) is not None else f"${tex}$"]
+        last = m.end()
+    out.append(_escape_md(text[last:]))
+    return "".join(out)
 
 
 def _strip_math_delims(tex: str) -> str:
@@ -102,7 +119,7 @@ class _Markdown:
         if isinstance(node, NavigableString):
             if type(node) is not NavigableString:  # comments, doctype, CDATA
                 return ""
-            return _escape_md(re.sub(r"\s+", " ", str(node)))
+            return _escape_text(re.sub(r"\s+", " ", str(node)))
         if not isinstance(node, Tag) or node.name in SKIP_TAGS:
             return ""
         if level > MAX_WALK_DEPTH:
