@@ -78,8 +78,7 @@ def test_tab_handler_streams_then_draws(make_session, photo, family):
     annotated, rows, summary, json_path, raw, prompt = steps[-1]
     assert "red box" in prompt and raw == scripted_answer(family)
     assert "**2 found**" in summary and "1000×500" in summary
-    image, annotations = annotated.value["image"], annotated.value["annotations"]
-    assert image is not None and {a["label"] for a in annotations} >= {"red box"}
+    assert annotated.size == ORIGINAL  # labels are drawn on the image itself (no tinted AnnotatedImage)
     with open(json_path) as f:
         _check(json.load(f))
     row = next(r for r in rows if r[0] == "red box")
@@ -185,3 +184,30 @@ def test_chat_answer_without_coordinates_has_no_figure(make_session, photo):
     conv, _, _ = tab.add_message({"text": "Hi", "files": [photo]}, Conversation())
     *_, (conv, shown) = tab.answer(conv, "", 64, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False)
     assert conv.figures[-1] is None and isinstance(shown[-1]["content"], str)
+
+
+def test_large_photo_is_drawn_display_sized_with_original_coordinates(make_session, tmp_path):
+    """Regression: a 48 MP photo's result came 42 s after a 14-token answer, because the drawing was a
+    full-resolution WebP (16 s to encode). The drawing is now at most MAX_DISPLAY_SIDE on its long side, still
+    labelled where the box is, while the table and the JSON stay in the original's pixels."""
+    from qvl_core.draw import MAX_DISPLAY_SIDE, palette_color
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (ORIGINAL[0] * 5, ORIGINAL[1] * 5), (240, 240, 240)).save(big)
+    (iw, ih), _ = planned_input_size((ORIGINAL[0] * 5, ORIGINAL[1] * 5), family_for("qwen2_5_vl"), 1280)
+    x1, y1, x2, y2 = (round(v * iw / ORIGINAL[0]) if i % 2 == 0 else round(v * ih / ORIGINAL[1])
+                      for i, v in enumerate(EXPECTED_BOX))
+    answer = f'[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "red box"}}]'
+    tab = GroundingTab(make_session("qwen2_5_vl", answer))
+    drawn, rows, summary, json_path, *_ = list(tab.run(str(big), "Detect", "red box", "", 1280, 256, 0.0, 1.0, 0,
+                                                       1.05, -1))[-1]
+    assert drawn.size == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE // 2) and "5000×2500" in summary
+    original_box = [v * 5 for v in EXPECTED_BOX]
+    row = next(r for r in rows if r[0] == "red box")
+    assert row[2:6] == pytest.approx(original_box, abs=5.0)
+    with open(json_path) as f:
+        box = next(d for d in json.load(f) if d["label"] == "red box")["bbox_2d"]
+    assert box == pytest.approx(original_box, abs=5.0)
+    scale = MAX_DISPLAY_SIDE / (ORIGINAL[0] * 5)
+    left, mid_y = round(box[0] * scale), round((box[1] + box[3]) / 2 * scale)
+    assert drawn.getpixel((left + 1, mid_y)) == palette_color("red box")  # the outline, where the box is shown

@@ -529,3 +529,10 @@ def test_annotated_value():
     (x1, y1, x2, y2), label = boxes[3]
     assert label == "pen" and 0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 500
     assert all(isinstance(v, int) for (box, _) in boxes for v in box)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_text_spotting_does_not_send_leftover_text(family):
+    """Regression: Text spotting appended whatever was left in "What to find" (typed for another preset)."""
+    assert build_prompt("Text spotting", "red box", family) == build_prompt("Text spotting", "", family)
+    assert "red box" not in build_prompt("Text spotting", "red box", family)

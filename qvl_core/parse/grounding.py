@@ -21,6 +21,7 @@ from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
 from qvl_core.parse.coords import Box, Point, coordinate_scales, spec_of
 from qvl_core.parse.jsonscan import MAX_JSON_DEPTH, Segment, json_segments
+from qvl_core.parse.thinking import answer_part
 from qvl_core.settings import MAX_PROMPT_CHARS, check_text
 
 # Named limits.
@@ -439,6 +440,7 @@ def parse_grounding(text: str, *, family: FamilySpec | str, input_size: tuple[in
     """
     if not isinstance(text, str):
         raise ValueError(f"text must be a str, got {type(text).__name__}")
+    text = answer_part(text)  # a draft box inside a thinking model's reasoning is never drawn
     sx, sy = coordinate_scales(family, input_size, image_size)
     w, h = image_size
     out: list[Detection] = []
@@ -493,6 +495,7 @@ def count_from_answer(text: str) -> int | None:
     """The number the model stated after its boxes ("There are 5 cakes."), or None if it stated none."""
     if not isinstance(text, str):
         return None
+    text = answer_part(text)
     _, spans = _find_raw(text)
     # Fences and the structured output itself are not the answer; what follows the last of them is.
     fence_ends = [m.end() for m in re.finditer(r"```", text)]
@@ -593,7 +596,6 @@ def build_prompt(preset: str, text: str, family: FamilySpec | str) -> str:
     template = Template(_TEMPLATES[preset][style])
     if preset == "Count":
         return template.substitute(text=text.strip() or _COUNT_EVERYTHING)
-    if preset == "Text spotting":
-        prompt = template.substitute()
-        return f"{prompt} {text.strip()}" if text.strip() else prompt
+    if preset == "Text spotting":  # reads every line: text left in the box from another preset is not sent
+        return template.substitute()
     return template.substitute(text=text.strip())

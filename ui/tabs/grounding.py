@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from qvl_core.draw import annotated_value, draw_detections, palette_color
+from qvl_core.draw import draw_for_display
 from qvl_core.engine.backend import Backend
 from qvl_core.errors import UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
@@ -28,6 +28,7 @@ from ui.common import (
     to_sampling,
 )
 from ui.files import OutputRoot
+from ui.toasts import shown_errors
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TABLE_HEADERS = ["label", "text", "x1", "y1", "x2", "y2", "x", "y"]
@@ -36,7 +37,7 @@ PLACEHOLDERS = {
     "Locate": "A description: the man in the red jacket",
     "Point": "What to point at: every cup on the table",
     "Count": "What to count: apples",
-    "Text spotting": "(nothing needed)",
+    "Text spotting": "(not used: text spotting reads every line)",
     "Custom": "Any prompt; every box and point in the answer is drawn",
 }
 
@@ -90,7 +91,8 @@ def write_json(result: GroundingResult, files: OutputRoot) -> str:
 
 
 def drawn_image(image_path: str, result: GroundingResult, *, max_pixels: int) -> Image.Image:
-    return draw_detections(open_image(image_path, max_pixels=max_pixels), list(result.detections))
+    """Every box and point with its label, on a display-sized copy (the table and JSON keep original pixels)."""
+    return draw_for_display(open_image(image_path, max_pixels=max_pixels), list(result.detections))
 
 
 class GroundingTab:
@@ -134,15 +136,17 @@ class GroundingTab:
                     if result is None:
                         yield *empty, step.raw, prompt
             assert result is not None
-            base = draw_detections(open_image(image, max_pixels=self.session.limits.max_image_pixels),
-                                   [d for d in result.detections if d.point])
-            value = annotated_value(base, list(result.detections))
-            # The legend uses the same colour per label as the drawn boxes and points.
-            shown = gr.AnnotatedImage(value=value, color_map=color_map([label for _box, label in value[1]]))
+            # Labelled outlines on the image itself, as Chat's figure draws them: gr.AnnotatedImage tinted every
+            # object and named them only in a legend.
+            shown = drawn_image(image, result, max_pixels=self.session.limits.max_image_pixels)
             yield (shown, table_rows(result), summary_markdown(result), write_json(result, self.files), result.raw,
                    prompt)
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
+
+    def run_shown(self, *args):
+        """`run` for the page: an error is one toast and clears the earlier result instead of badging it."""
+        yield from shown_errors(self.run(*args), (None, [], "", None, "", gr.skip()))
 
     def api_ground(self, image: str, text: str, preset: str, max_image_tokens: float, max_new_tokens: float):
         """/ground: image + text (+ preset) -> (drawn image, detections JSON in original pixels)."""
@@ -179,8 +183,8 @@ class GroundingTab:
                     sampling = SamplingControls.render(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS,
                                                        limit=self.session.limits.max_new_tokens)
             with gr.Column(scale=3):
-                annotated = gr.AnnotatedImage(label="Detections", height=460, show_legend=True,
-                                              elem_id="ground-annotated")
+                annotated = gr.Image(label="Detections", height=460, type="pil", interactive=False,
+                                     elem_id="ground-annotated")
                 summary = gr.Markdown(elem_id="ground-summary")
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Detections (original image pixels)",
                                      interactive=False, wrap=True, elem_id="ground-table")
@@ -200,7 +204,7 @@ class GroundingTab:
             trigger(self.resolution_info, [image, max_tokens], res_info, queue=False, api_visibility="private",
                     show_progress="hidden")
         running = run_btn.click(
-            self.run, [image, preset, text, prompt, max_tokens, *sampling.components],
+            self.run_shown, [image, preset, text, prompt, max_tokens, *sampling.components],
             [annotated, table, summary, download, raw, prompt],
             **self.gpu, api_visibility="private",
         )
@@ -215,7 +219,3 @@ class GroundingTab:
             api_btn = gr.Button()
         api_btn.click(self.api_ground, api_in, api_out, api_name="ground", **self.gpu)
 
-
-def color_map(labels: list[str]) -> dict[str, str]:
-    """Hex colours per label for gr.AnnotatedImage, the same as the drawn boxes."""
-    return {label: "#{:02x}{:02x}{:02x}".format(*palette_color(label)) for label in labels}
