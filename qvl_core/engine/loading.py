@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from qvl_core.errors import ModelLoadError, UserError
-from qvl_core.families import FamilySpec, family_for
+from qvl_core.families import (
+    LINEAR_ATTENTION_PACKAGES,
+    FamilySpec,
+    family_for,
+    in_process_family,
+    linear_attention_note,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +212,15 @@ def load_model(opt: LoadOptions) -> LoadedModel:
 
     model_id = opt.model or default_model_id()
     family, config = read_family(model_id)
+    in_process_family(family.model_type)  # a served-only family is refused before any weight is read
     device = choose_device(opt)
     precision = choose_precision(opt, device, gpu_facts() if device == "cuda" else None,
                                  flash_attn_installed=importlib.util.find_spec("flash_attn") is not None)
     dtype, attn = precision.dtype, precision.attn
-    if precision.note:
-        log.warning("loading %s: %s", model_id, precision.note)
+    installed = {name for name in LINEAR_ATTENTION_PACKAGES if importlib.util.find_spec(name) is not None}
+    note = "; ".join(n for n in (precision.note, linear_attention_note(family, device, installed)) if n)
+    if note:
+        log.warning("loading %s: %s", model_id, note)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "attn_implementation": attn}
     # device_map="auto" spreads a large model over every visible GPU.
     kwargs["device_map"] = "auto" if device == "cuda" and not opt.load_then_move else "cpu"
@@ -229,7 +238,7 @@ def load_model(opt: LoadOptions) -> LoadedModel:
     log.info("loaded %s (%s) on %s as %s with %s", model_id, family.display_name, device, dtype, attn)
     return LoadedModel(
         model=model, processor=processor, family=family, model_id=model_id, device=device, dtype=dtype,
-        attn=attn, quantization=opt.quantization, precision_note=precision.note,
+        attn=attn, quantization=opt.quantization, precision_note=note,
         random_weights=bool(getattr(config, "qvl_random_weights", False)),
         scripted=bool(getattr(config, "qvl_scripted_answer", False)),
     )

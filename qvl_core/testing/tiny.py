@@ -33,7 +33,7 @@
 from __future__ import annotations
 
 import argparse
-import math
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,9 @@ SPECIAL_TOKENS = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
+# Qwen3.5's tokenizer has these as added tokens that are NOT special (decoding with skip_special_tokens keeps
+# them, and the tokenizer still cuts them out of any text as single tokens).
+THINK_TOKENS = ("<think>", "</think>")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # Logit of the scripted next token (every other logit is 0). Must stay far ahead after
 # repetition_penalty (divides positive logits, up to 2 supported) and temperature 1.
@@ -112,10 +115,17 @@ class Recipe:
     video_size: dict[str, int]
     video_processor_class: str
     default_system: bool  # Qwen2/2.5 templates add a default system prompt; Qwen3-VL's do not.
-    mrope_section: tuple[int, int, int]  # for head_dim 128; scaled to the build's head_dim
+    mrope_section: tuple[int, int, int]  # as released; scaled to the build's rotary frequencies
     rope_theta: float
     max_position_embeddings: int
     mrope_interleaved: bool = False  # Qwen3-VL interleaves t/h/w frequencies instead of blocks
+    tokenizer_class: str = "Qwen2Tokenizer"
+    # Qwen3.5: the thinking chat template and the <think> tokens; a hybrid text model (three Gated-DeltaNet
+    # linear-attention layers per full-attention layer) that rotates only a quarter of each head.
+    thinking: bool = False
+    hybrid: bool = False
+    moe: bool = False
+    partial_rotary_factor: float = 1.0
 
 
 RECIPES = {
@@ -130,8 +140,30 @@ RECIPES = {
                {"shortest_edge": 65536, "longest_edge": 16777216},
                {"shortest_edge": 4096, "longest_edge": 25165824}, "Qwen3VLVideoProcessor", False,
                (24, 20, 20), 5e6, 262144, mrope_interleaved=True),
+        # Qwen3.5 (dense and MoE): Qwen3-VL's processor files; head_dim 256 rotated at 0.25 -> 32 frequencies.
+        *(Recipe(model_type, "Qwen3VLProcessor", 16, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5],
+                 {"shortest_edge": 65536, "longest_edge": 16777216},
+                 {"shortest_edge": 4096, "longest_edge": 25165824}, "Qwen3VLVideoProcessor", False,
+                 (11, 11, 10), 1e7, 262144, mrope_interleaved=True, tokenizer_class="Qwen3_5Tokenizer",
+                 thinking=True, hybrid=True, moe=model_type.endswith("_moe"), partial_rotary_factor=0.25)
+          for model_type in ("qwen3_5", "qwen3_5_moe")),
     )
 }
+# Qwen3.5's text model: one full-attention layer after every three linear-attention layers.
+FULL_ATTENTION_INTERVAL = 4
+
+
+@dataclass(frozen=True)
+class MoeSize:
+    """Experts of the MoE builds (every layer routes; one shared expert beside the routed ones)."""
+
+    experts: int
+    per_token: int
+    intermediate: int
+
+
+MOE_SIZES = {"tiny": MoeSize(experts=4, per_token=2, intermediate=32),
+             "mid": MoeSize(experts=8, per_token=2, intermediate=256)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +225,10 @@ def _piece_vocab_string(piece: str, taken: set[str]) -> str:
     return piece if encoded in taken and encoded != piece else encoded
 
 
-def build_tokenizer(pieces: list[str], *, chat_template: str):
-    """A Qwen2Tokenizer over the 256 bytes, the Qwen special tokens and the answer pieces.
+def build_tokenizer(pieces: list[str], *, chat_template: str, added: tuple[str, ...] = (),
+                    tokenizer_class: str = "Qwen2Tokenizer"):
+    """A Qwen2Tokenizer (or Qwen3_5Tokenizer) over the 256 bytes, the Qwen special tokens, the `added` ordinary
+    tokens (Qwen3.5's <think> and </think>) and the answer pieces.
 
     No merges: ordinary text always encodes to single bytes, and the piece entries are only ever
     produced by the model. NFC normalization and the Qwen pre-tokenizer regex match the real
@@ -202,11 +236,14 @@ def build_tokenizer(pieces: list[str], *, chat_template: str):
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
+    cls = tokenizer_class_from_name(tokenizer_class)
+    # The class's own pre-tokenizer regex: transformers rebuilds the tokenizer with it on load anyway.
+    pretokenize_regex = importlib.import_module(cls.__module__).PRETOKENIZE_REGEX
     vocab = {BYTE_ALPHABET[b]: b for b in range(256)}
     # Specials right after the bytes: their ids do not depend on the answer.
-    for token in SPECIAL_TOKENS:
+    for token in (*SPECIAL_TOKENS, *added):
         vocab[token] = len(vocab)
     taken = set(vocab)
     for piece in pieces:
@@ -217,12 +254,13 @@ def build_tokenizer(pieces: list[str], *, chat_template: str):
     backend = Tokenizer(BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.Split(Regex(pretokenize_regex), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tokenizer = Qwen2Tokenizer(
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
+    tokenizer = cls(
         tokenizer_object=backend,
         unk_token=None,
         bos_token=None,
@@ -279,6 +317,75 @@ def chat_template(default_system: bool) -> str:
     return (_TEMPLATE_SYSTEM if default_system else "") + _TEMPLATE_BODY
 
 
+# Qwen3.5's template, reduced to what the app uses (no tools): it behaves like the released one on
+# - `enable_thinking` (default on for Qwen3.5 >= 4B, Qwen3.6, Qwen3.8; off for Qwen3.5-0.8B/2B): the generation
+#   prompt ends in "<think>\n" when on (the model writes only the reasoning and "</think>"), and holds an already
+#   closed empty block "<think>\n\n</think>\n\n" when off;
+# - an assistant message's reasoning: its `reasoning_content` field when given, else the text before "</think>"
+#   (the text after it is the answer); kept only for turns after the last user message or with
+#   `preserve_thinking` (Qwen3.6+), written back as "<think>\n...\n</think>\n\n" before the answer.
+_THINKING_TEMPLATE = (
+    "{%- macro render(content) -%}"
+    "{%- if content is string -%}{{- content -}}"
+    "{%- else -%}{%- for part in content -%}"
+    "{%- set kind = part.get('type', '') -%}"
+    "{%- if kind == 'image' or 'image' in part or 'image_url' in part -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif kind == 'video' or 'video' in part -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif 'text' in part -%}{{- part['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- set ns = namespace(last_user=-1) -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- for message in messages -%}"
+    "{%- set content = render(message['content']) -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- set reasoning = '' -%}"
+    "{%- if message.get('reasoning_content') is string -%}"
+    "{%- set reasoning = message['reasoning_content'] -%}"
+    "{%- elif '</think>' in content -%}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') -%}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') -%}"
+    "{%- endif -%}"
+    "{%- set keep = (preserve_thinking is defined and preserve_thinking) or loop.index0 > ns.last_user -%}"
+    "{%- if keep and (loop.last or reasoning) -%}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n'"
+    " + content.lstrip('\\n') -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>assistant\\n' + content -}}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is THINK_OFF_TEST -%}"
+    "{{- THINK_OFF_PROMPT -}}"
+    "{%- else -%}"
+    "{{- THINK_DEFAULT_PROMPT -}}"
+    "{%- endif -%}"
+    "{%- endif -%}"
+)
+_THINK_ON = "'<think>\\n'"
+_THINK_OFF = "'<think>\\n\\n</think>\\n\\n'"
+
+
+def thinking_chat_template(thinking_default: bool = True) -> str:
+    """Qwen3.5's template (see above). `thinking_default` False is the 0.8B/2B variant: thinks only when asked."""
+    if thinking_default:
+        test, other, default = "false", _THINK_OFF, _THINK_ON
+    else:
+        test, other, default = "true", _THINK_ON, _THINK_OFF
+    return (_THINKING_TEMPLATE.replace("THINK_OFF_TEST", test).replace("THINK_OFF_PROMPT", other)
+            .replace("THINK_DEFAULT_PROMPT", default))
+
+
 # ---------------------------------------------------------------------------------------------
 # Model config and weights
 # ---------------------------------------------------------------------------------------------
@@ -306,16 +413,30 @@ def _vision_config(recipe: Recipe, size: VisionSize, text_hidden: int) -> dict[s
         return {**common, "hidden_size": size.hidden, "intermediate_size": size.intermediate,
                 "out_hidden_size": text_hidden, "hidden_act": "silu", "window_size": 112,
                 "fullatt_block_indexes": list(size.fullatt), "tokens_per_second": 2}
-    # qwen3_vl: learned 48x48 position grid (2304, interpolated to each image), deepstack taps < depth.
-    return {**common, "hidden_size": size.hidden, "intermediate_size": size.intermediate,
-            "out_hidden_size": text_hidden, "hidden_act": "gelu_pytorch_tanh",
-            "num_position_embeddings": 2304, "deepstack_visual_indexes": list(size.deepstack)}
+    # qwen3_vl, qwen3_5: learned 48x48 position grid (2304, interpolated to each image); Qwen3-VL also taps
+    # deepstack features at layers < depth (Qwen3.5 has none).
+    vision = {**common, "hidden_size": size.hidden, "intermediate_size": size.intermediate,
+              "out_hidden_size": text_hidden, "hidden_act": "gelu_pytorch_tanh", "num_position_embeddings": 2304}
+    if recipe.model_type == "qwen3_vl":
+        vision["deepstack_visual_indexes"] = list(size.deepstack)
+    return vision
+
+
+def scale_sections(released: tuple[int, ...], total: int) -> list[int]:
+    """Split `total` rotary frequencies over (t, h, w) in the released ratios (largest remainders round up)."""
+    whole = sum(released)
+    shares = [s * total / whole for s in released]
+    sections = [int(x) for x in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: sections[i] - shares[i])
+    for i in by_remainder[: total - sum(sections)]:
+        sections[i] += 1
+    return sections
 
 
 def _text_config(recipe: Recipe, size: TextSize, vocab_size: int, hidden: int, ids: dict[str, int]):
     heads = hidden // size.head_dim
-    # mrope sections split head_dim/2 rotary frequencies over (t, h, w); keep the released ratios.
-    mrope = [s * size.head_dim // 128 for s in recipe.mrope_section]
+    # mrope sections split the rotary frequencies (half the rotated dims) over (t, h, w).
+    mrope = scale_sections(recipe.mrope_section, int(size.head_dim * recipe.partial_rotary_factor) // 2)
     config = {
         "vocab_size": vocab_size,
         "hidden_size": hidden,
@@ -335,11 +456,27 @@ def _text_config(recipe: Recipe, size: TextSize, vocab_size: int, hidden: int, i
     }
     if recipe.mrope_interleaved:
         config["rope_parameters"]["mrope_interleaved"] = True
-    if recipe.model_type == "qwen3_vl":
+    if recipe.hybrid:
+        config["rope_parameters"]["partial_rotary_factor"] = recipe.partial_rotary_factor
+        # Real layer pattern (linear, linear, linear, full, ...), so at least one of each; tiny linear heads.
+        layers = _round_up(size.layers, FULL_ATTENTION_INTERVAL)
+        config.update(
+            num_hidden_layers=layers, head_dim=size.head_dim, attention_bias=False,
+            layer_types=["full_attention" if (i + 1) % FULL_ATTENTION_INTERVAL == 0 else "linear_attention"
+                         for i in range(layers)],
+            linear_conv_kernel_dim=4, linear_num_key_heads=2, linear_num_value_heads=4,
+            linear_key_head_dim=size.head_dim // 2, linear_value_head_dim=size.head_dim // 2,
+        )
+    elif recipe.model_type == "qwen3_vl":
         config.update(head_dim=size.head_dim, attention_bias=False)
     else:
         config.update(use_sliding_window=False)
     return config
+
+
+def _moe_config(size: MoeSize) -> dict[str, Any]:
+    return {"num_experts": size.experts, "num_experts_per_tok": size.per_token,
+            "moe_intermediate_size": size.intermediate, "shared_expert_intermediate_size": size.intermediate}
 
 
 def _script_weights(model, piece_ids: list[int], ids: dict[str, int]) -> None:
@@ -354,15 +491,17 @@ def _script_weights(model, piece_ids: list[int], ids: dict[str, int]) -> None:
     with torch.no_grad():
         embed.zero_()
         embed[:, :vocab].copy_(torch.eye(vocab))
-        for name, module in language_model.named_modules():
-            if name.endswith(("o_proj", "down_proj")):
-                module.weight.zero_()
-                if module.bias is not None:
-                    module.bias.zero_()
-        language_model.norm.weight.fill_(1.0)
-        # The final RMSNorm scales a one-hot vector to 1 / sqrt(1/H + eps) at its hot index.
-        eps = language_model.norm.variance_epsilon
-        weight = SCRIPT_LOGIT * math.sqrt(1.0 / hidden + eps)
+        # Every projection into the residual stream: attention o_proj, linear attention out_proj, MLP and shared
+        # expert down_proj (modules), and the MoE experts' stacked down_proj (a parameter).
+        for name, param in language_model.named_parameters():
+            if name.removesuffix(".weight").removesuffix(".bias").endswith(("o_proj", "out_proj", "down_proj")):
+                param.zero_()
+        # The final RMSNorm scales a one-hot vector to 1 / sqrt(1/H + eps) at its hot index, times its weight
+        # (or 1 + weight: Qwen3.5's norm is zero-centred). Measure what it gives instead of assuming a form.
+        norm = language_model.norm
+        norm.weight.fill_(1.0)
+        scale = float(norm(torch.eye(1, hidden))[0, 0])
+        weight = SCRIPT_LOGIT / scale
         successor = {token: piece_ids[0] for token in range(vocab)}
         successor.update(zip(piece_ids, [*piece_ids[1:], ids["<|im_end|>"]], strict=True))
         head = model.lm_head.weight
@@ -383,8 +522,13 @@ def build_checkpoint(
     answer: str | None = None,
     size: str = "tiny",
     seed: int = 0,
+    thinking_default: bool = True,
 ) -> Path:
     """Write a random-weight (or, with `answer`, scripted) checkpoint of `family` into `outdir`.
+
+    Qwen3.5 families get the thinking template (`thinking_default` False: the 0.8B/2B variant that thinks only
+    when `enable_thinking=True`); a scripted answer is what the model writes after the generation prompt, so
+    a thinking answer is "reasoning</think>\n\nanswer" (the prompt already opened the block).
 
     Load it like a released one (`AutoModelForImageTextToText` / `AutoProcessor`, any dtype). What works
     with the processor of transformers 5.23 (checked on these checkpoints, same classes as the real ones):
@@ -410,6 +554,8 @@ def build_checkpoint(
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     if answer is not None and not answer:
         raise ValueError("answer must be a non-empty string (or None for random weights)")
+    if not thinking_default and not RECIPES[family].thinking:
+        raise ValueError(f"thinking_default applies to thinking families only, not {family!r}")
 
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
@@ -420,19 +566,27 @@ def build_checkpoint(
     recipe = RECIPES[family]
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    template = chat_template(recipe.default_system)
+    if recipe.thinking:
+        template, added = thinking_chat_template(thinking_default), THINK_TOKENS
+    else:
+        template, added = chat_template(recipe.default_system), ()
 
-    taken = {BYTE_ALPHABET[b] for b in range(256)} | set(SPECIAL_TOKENS)
+    taken = {BYTE_ALPHABET[b] for b in range(256)} | set(SPECIAL_TOKENS) | set(added)
     pieces = split_answer(answer, taken) if answer is not None else []
-    tokenizer, piece_ids = build_tokenizer(pieces, chat_template=template)
+    tokenizer, piece_ids = build_tokenizer(pieces, chat_template=template, added=added,
+                                           tokenizer_class=recipe.tokenizer_class)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
 
     text_size, vision_size = TEXT_SIZES[size], VISION_SIZES[size]
     vocab_size = _round_up(len(tokenizer), 64)
     hidden = max(text_size.min_hidden, _round_up(vocab_size, 4 * text_size.head_dim))
+    text_config = _text_config(recipe, text_size, vocab_size, hidden, ids)
+    if recipe.moe:
+        text_config = {**text_config, **_moe_config(MOE_SIZES[size])}
+        del text_config["intermediate_size"]  # every layer routes: the experts' sizes replace it
     config = AutoConfig.for_model(
         family,
-        text_config=_text_config(recipe, text_size, vocab_size, hidden, ids),
+        text_config=text_config,
         vision_config=_vision_config(recipe, vision_size, hidden),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -481,10 +635,13 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--answer-file", type=Path, help="read the scripted answer from this UTF-8 file")
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-thinking-default", dest="thinking_default", action="store_false",
+                        help="Qwen3.5 families: a template that thinks only when asked (like Qwen3.5-0.8B/2B)")
     args = parser.parse_args(argv)
     answer = args.answer_file.read_text(encoding="utf-8") if args.answer_file else args.answer
     try:
-        path = build_checkpoint(args.outdir, family=args.family, answer=answer, size=args.size, seed=args.seed)
+        path = build_checkpoint(args.outdir, family=args.family, answer=answer, size=args.size, seed=args.seed,
+                                thinking_default=args.thinking_default)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
