@@ -167,3 +167,43 @@ def test_thinking_off_leaves_the_output_an_answer(ckpt_dir):
     answer, reasoning, stats = collect_reasoning(
         session.stream(GenerationRequest(turns=(Turn("user", "Which?"),), thinking=False)))
     assert (reasoning, answer) == ("", "Left.") and stats.reasoning_tokens == 0
+
+
+# ---- every parser reads only the answer -----------------------------------------------------------
+DRAFT = 'A draft: {"bbox_2d": [0, 0, 100, 100], "label": "draft"} at 3.0 seconds. Hmm.\n</think>\n\n'
+
+
+def test_parsers_ignore_a_reasoning_block_as_a_defence():
+    """Bug guarded: a draft box, time, object or layout inside the reasoning was parsed as the answer."""
+    from qvl_core.parse.grounding import parse_grounding
+    from qvl_core.parse.layout import extract_layout
+    from qvl_core.parse.timespans import parse_time_spans
+    from qvl_core.tasks.documents import parse_fields, validate_fields
+
+    final = '```json\n[{"bbox_2d": [500, 500, 1000, 1000], "label": "cat"}]\n```'
+    for text in (DRAFT + final, "<think>\n" + DRAFT + final):
+        dets = parse_grounding(text, family="qwen3_vl", input_size=(64, 64), image_size=(100, 100))
+        assert [(d.label, d.to_json()["bbox_2d"]) for d in dets] == [("cat", [50, 50, 100, 100])]
+    assert [s.start for s in parse_time_spans(DRAFT + "It happens at 7.5 seconds.")] == [7.5]
+    assert validate_fields(DRAFT + '{"total": "5"}', parse_fields("total"))[0] == {"total": "5"}
+    html = '<p data-bbox="0 0 10 10">draft</p></think><p data-bbox="10 10 20 20">final</p>'
+    blocks = extract_layout(html, family="qwen3_vl", input_size=(64, 64), image_size=(1000, 1000))
+    assert [b.text for b in blocks] == ["final"]
+
+
+def test_scripted_thinking_grounding_draws_only_the_final_box(ckpt_dir, tmp_path):
+    """The issue's acceptance check: reasoning with a draft box, `</think>`, then the final box (0-1000 over the
+    image) -> only the final box, at the right original pixels, through the grounding task."""
+    from PIL import Image
+
+    from qvl_core.tasks.grounding import ground
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (640, 480), (240, 240, 240)).save(photo)
+    script = DRAFT + '```json\n[{"bbox_2d": [250, 250, 500, 750], "label": "red box"}]\n```'
+    session = _thinking_session(ckpt_dir, script)
+    *steps, last = ground(session, photo, "Find the red box.")
+    result = last.result
+    assert [(d["label"], d["bbox_2d"]) for d in result.detections_json()] == [("red box", [160, 120, 320, 360])]
+    assert result.reasoning.startswith("A draft:") and "draft" not in result.raw
+    assert not any("draft" in s.raw for s in steps)  # the draft never streamed as answer text either

@@ -12,6 +12,7 @@ from bs4 import Tag
 from qvl_core.families import FamilySpec, family_for
 from qvl_core.parse.coords import Box, coordinate_scales
 from qvl_core.parse.html import HEADINGS, MAX_WALK_DEPTH, SKIP_TAGS, block_kind, element_text, parse_tree
+from qvl_core.parse.thinking import answer_part
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _BBOX_SEP = re.compile(r"[\s,;()\[\]]+")
@@ -73,6 +74,7 @@ def extract_layout(html: str, *, family: FamilySpec | str, input_size: tuple[int
     paragraphs, lists, tables, figures, elements with a QwenVL class) with `box=None`. A `data-bbox` that is
     not four numbers gives `box=None`. Never raises on arbitrary text (plain text gives []).
     """
+    html = answer_part(html)  # a draft layout inside a thinking model's reasoning is not the page
     if isinstance(family, str):
         family = family_for(family)
     if min(*input_size, *image_size) <= 0:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import json_repair
 
 from qvl_core.parse.jsonscan import MAX_JSON_DEPTH, scan_segment
+from qvl_core.parse.thinking import answer_part
 
 # Named limits.
 ROUND_DIGITS = 6  # seconds are rounded so "01:32.40" is exactly 92.4, not 92.39999999999999
@@ -537,6 +538,7 @@ def parse_time_spans(text: str, *, duration: float | None = None) -> list[TimeSp
         return []
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
+    text = answer_part(text)  # a time the model weighed in its reasoning is not its answer
 
     found: list[tuple[int, float, float | None, str]] = []  # (position, start, end, text)
     structured: list[tuple[int, int]] = []

@@ -24,12 +24,14 @@ from PIL import Image
 from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.documents import DEFAULT_DPI, MAX_PAGE_PIXELS, DocumentPage, check_dpi, load_document
 from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
 from qvl_core.parse.layout import LayoutBlock, extract_layout
 from qvl_core.parse.markdown import html_to_markdown, html_to_text
+from qvl_core.parse.thinking import answer_part
 from qvl_core.settings import MAX_FIELD_NAME_CHARS, MAX_FIELD_SPEC_CHARS, MAX_PAGE_RANGE_CHARS, check_text
 
 MODES = ("QwenVL HTML", "Markdown", "Plain text", "Extract fields → JSON")
@@ -93,6 +95,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 def validate_fields(answer: str, spec: FieldSpec) -> tuple[dict[str, Any], list[str]]:
     """The model's JSON object (repaired if need be) and a list of problems found against the spec."""
+    answer = answer_part(answer)  # a draft object inside a thinking model's reasoning is not the answer
     value = json_repair.loads(strip_fences(answer) or answer) if answer.strip() else None
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         value = value[0]
@@ -201,6 +204,8 @@ class JobOptions:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS))
     fields: FieldSpec | None = None
     clamp_pages: bool = False  # one range over many files: pages past a file's end are skipped, not an error
+    thinking: bool | None = None  # None: the model's default (see GenerationRequest); only the answer is parsed
+    thinking_budget: int = DEFAULT_THINKING_BUDGET
 
     def __post_init__(self) -> None:
         if self.pages is not None:
@@ -223,7 +228,8 @@ def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdi
     # The page was rendered (or decoded and downscaled) here, within MAX_PAGE_PIXELS: the upload limit is for
     # files people send, and this one is ours.
     request = GenerationRequest(turns=(user_turn(options.prompt(), [str(path)]),), sampling=options.sampling,
-                                max_image_tokens=options.max_image_tokens, image_pixel_limit=MAX_PAGE_PIXELS)
+                                max_image_tokens=options.max_image_tokens, image_pixel_limit=MAX_PAGE_PIXELS,
+                                thinking=options.thinking, thinking_budget=options.thinking_budget)
     raw = ""
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
@@ -295,7 +301,8 @@ class PageCache:
         self.root = root
         self._digests: dict[Path, str] = {}  # one hash per file per job, not one per page lookup
         self.settings = json.dumps({"model": session.model_id, "prompt": options.prompt(), "dpi": options.dpi,
-                                    "tokens": options.max_image_tokens, "sampling": options.sampling.as_dict()},
+                                    "tokens": options.max_image_tokens, "sampling": options.sampling.as_dict(),
+                                    "thinking": [options.thinking, options.thinking_budget]},
                                    sort_keys=True)
 
     def _key(self, source: str | Path) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import Media, Turn
 from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.families import FamilySpec
 from qvl_core.media.images import PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
@@ -31,6 +32,7 @@ class GroundingResult:
     input_size: tuple[int, int]
     stated_count: int | None
     stats: GenerationStats
+    reasoning: str = ""  # a thinking model's reasoning, never parsed: `raw` is the answer only
 
     def detections_json(self) -> list[dict]:
         """The documented download/API/CLI format: label, bbox_2d, point_2d, text (+ extra keys)."""
@@ -43,10 +45,11 @@ class GroundingResult:
 
 @dataclass(frozen=True)
 class GroundingStep:
-    """Progress of one request: the raw answer so far, and the result once it is complete."""
+    """Progress of one request: the raw answer so far (and reasoning so far), and the result once it is complete."""
 
     raw: str
     result: GroundingResult | None = None
+    reasoning: str = ""
 
 
 def planned_input_size(image_size: tuple[int, int], family: FamilySpec, max_tokens: int) -> tuple[tuple[int, int], int]:
@@ -59,11 +62,13 @@ def planned_input_size(image_size: tuple[int, int], family: FamilySpec, max_toke
 
 
 def ground(session: Backend, image: str | Path, prompt: str, *, sampling: SamplingParams | None = None,
-           max_image_tokens: int | None = None) -> Iterator[GroundingStep]:
+           max_image_tokens: int | None = None, thinking: bool | None = None,
+           thinking_budget: int = DEFAULT_THINKING_BUDGET) -> Iterator[GroundingStep]:
     """Stream a grounding answer; the last step carries the parsed detections.
 
     The input size comes from the processor's own grid for this image (checked in the session), so the
-    per-family coordinate map is exact, never guessed.
+    per-family coordinate map is exact, never guessed. `thinking` (None: the model's default) as in
+    `GenerationRequest`; only the answer is parsed, so a draft box in the reasoning is never drawn.
     """
     check_text("The grounding prompt", prompt, MAX_PROMPT_CHARS)
     open_image(image, max_pixels=session.limits.max_image_pixels)  # fail fast, before queueing for the GPU
@@ -72,17 +77,19 @@ def ground(session: Backend, image: str | Path, prompt: str, *, sampling: Sampli
         # leave no image size to map the boxes with.
         turns=(Turn("user", prompt, (Media("image", str(image)),)),),
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS),
-        max_image_tokens=max_image_tokens,
+        max_image_tokens=max_image_tokens, thinking=thinking, thinking_budget=thinking_budget,
     )
-    raw = ""
+    raw = reasoning = ""
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
-            raw += chunk.text
+            raw += chunk.text  # the answer only: the stream keeps reasoning apart
+            reasoning += chunk.reasoning
             if chunk.stats is None:
-                yield GroundingStep(raw)
+                yield GroundingStep(raw, reasoning=reasoning)
                 continue
             stats = chunk.stats
             input_size, image_size = stats.image_input_sizes[0], stats.image_original_sizes[0]
             detections = parse_grounding(raw, family=session.family, input_size=input_size, image_size=image_size)
-            yield GroundingStep(raw, GroundingResult(tuple(detections), raw, prompt, image_size, input_size,
-                                                     count_from_answer(raw), stats))
+            result = GroundingResult(tuple(detections), raw, prompt, image_size, input_size, count_from_answer(raw),
+                                     stats, reasoning)
+            yield GroundingStep(raw, result, reasoning)

@@ -11,6 +11,7 @@ from qvl_core.engine.backend import Backend
 from qvl_core.engine.inputs import video_budget
 from qvl_core.engine.messages import Media, Turn
 from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
@@ -55,6 +56,7 @@ class VideoAnswer:
     video: SampledVideo
     clock_offset: float
     stats: GenerationStats
+    reasoning: str = ""  # a thinking model's reasoning, never parsed: `raw` is the answer only
 
     def spans_json(self) -> list[dict]:
         return [s.to_json() for s in self.spans]
@@ -62,8 +64,11 @@ class VideoAnswer:
 
 @dataclass(frozen=True)
 class VideoStep:
+    """Progress of one question: the answer so far (and reasoning so far), and the parsed answer at the end."""
+
     raw: str
     answer: VideoAnswer | None = None
+    reasoning: str = ""
 
 
 def clock_offset(video: SampledVideo) -> float:
@@ -88,25 +93,28 @@ def shift_spans(spans: list[TimeSpan], offset: float, duration: float | None) ->
 
 
 def ask_video(session: Backend, video: str | Path, prompt: str, *, budget: VideoBudget | None = None,
-              start: float | None = None, end: float | None = None, sampling: SamplingParams | None = None
-              ) -> Iterator[VideoStep]:
-    """Sample the clip once (the same sampler as Chat), stream the answer, then parse its times."""
+              start: float | None = None, end: float | None = None, sampling: SamplingParams | None = None,
+              thinking: bool | None = None, thinking_budget: int = DEFAULT_THINKING_BUDGET) -> Iterator[VideoStep]:
+    """Sample the clip once (the same sampler as Chat), stream the answer, then parse its times (the answer's
+    only: a time weighed in the reasoning is not one). `thinking` (None: the model's default) as in
+    `GenerationRequest`."""
     check_text("The video question (prompt)", prompt, MAX_PROMPT_CHARS)  # before the clip is decoded
     budget = video_budget(budget or VideoBudget(), session.limits)  # the app's duration limit
     sampled = sample_frames(video, session.family, budget, start=start, end=end)
     request = GenerationRequest(
         turns=(Turn("user", prompt, (Media("video", str(video)),)),),
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS),
-        video=budget,
+        video=budget, thinking=thinking, thinking_budget=thinking_budget,
     )
-    raw = ""
+    raw = reasoning = ""
     with contextlib.closing(session.stream(request, videos=(sampled,))) as stream:
         for chunk in stream:
-            raw += chunk.text
+            raw += chunk.text  # the answer only: the stream keeps reasoning apart
+            reasoning += chunk.reasoning
             if chunk.stats is None:
-                yield VideoStep(raw)
+                yield VideoStep(raw, reasoning=reasoning)
                 continue
             duration = sampled.duration
             offset = clock_offset(sampled)
             spans = shift_spans(parse_time_spans(raw, duration=duration - offset), offset, duration)
-            yield VideoStep(raw, VideoAnswer(raw, prompt, spans, sampled, offset, chunk.stats))
+            yield VideoStep(raw, VideoAnswer(raw, prompt, spans, sampled, offset, chunk.stats, reasoning), reasoning)
