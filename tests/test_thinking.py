@@ -207,3 +207,70 @@ def test_scripted_thinking_grounding_draws_only_the_final_box(ckpt_dir, tmp_path
     assert [(d["label"], d["bbox_2d"]) for d in result.detections_json()] == [("red box", [160, 120, 320, 360])]
     assert result.reasoning.startswith("A draft:") and "draft" not in result.raw
     assert not any("draft" in s.raw for s in steps)  # the draft never streamed as answer text either
+
+
+# ---- the OpenAI backend -------------------------------------------------------------------------------
+class _ReasoningServer:
+    """A loopback OpenAI server that records each request body and streams reasoning deltas, then the answer."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = json.dumps({"object": "list", "data": [{"id": "m", "owned_by": "test"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                deltas = [{"reasoning_content": "Look "}, {"reasoning": "left."}, {"content": "Left."}]
+                events = [{"choices": [{"delta": d, "index": 0}]} for d in deltas]
+                events.append({"choices": [{"delta": {}, "finish_reason": "stop", "index": 0}],
+                               "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+                self.wfile.write("".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+@pytest.fixture(scope="module")
+def reasoning_server():
+    server = _ReasoningServer()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def test_openai_sends_thinking_explicitly_and_reads_reasoning_apart(reasoning_server):
+    """Bugs guarded: enable_thinking left to the server's default; reasoning_content deltas dropped (or counted
+    as answer); earlier reasoning never sent back when it is to be preserved."""
+    from qvl_core.engine.openai import OpenAIBackend
+
+    backend = OpenAIBackend("m", reasoning_server.base, family="qwen3-vl", flavor="vllm")
+    history = Conversation().send("hi").with_answer("Hello", reasoning="They greet me.").send("Which?").turns
+    for thinking, preserve in ((None, False), (False, False), (True, True)):
+        answer, reasoning, stats = collect_reasoning(backend.stream(
+            GenerationRequest(turns=history, thinking=thinking, preserve_thinking=preserve)))
+        assert (reasoning, answer) == ("Look left.", "Left.") and stats.reasoning_tokens == 2
+        body = reasoning_server.bodies[-1]
+        assert body["chat_template_kwargs"] == {"enable_thinking": thinking is not False,
+                                                "preserve_thinking": preserve}
+        assert ("reasoning_content" in body["messages"][1]) == preserve
+    assert backend.status().thinking.can_think
+    backend.close()

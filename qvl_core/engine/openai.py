@@ -24,11 +24,13 @@ from typing import Any, Literal
 from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.messages import build_messages
 from qvl_core.engine.sse import MAX_ERROR_CHARS, MAX_EXTRA_EVENTS, StreamCaps, broken, read_events
+from qvl_core.engine.thinking import ThinkingSupport
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
 from qvl_core.families import FAMILIES, FamilySpec, family_for
 from qvl_core.media.images import PixelBudget, PreparedImage
 from qvl_core.media.video import SampledVideo
+from qvl_core.parse.thinking import ReasoningSplitter
 from qvl_core.settings import Limits
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ _NAME_PATTERNS = (
 )
 SLOW_SERVER_ADVICE = ("A long video or many pages can take that long to read: raise --api-timeout "
                       "(QVL_API_TIMEOUT), or lower the video fps, max frames or max image tokens.")
+# A served model's template cannot be rendered from here. Assumed: it may think and does by default (the 2026
+# Qwen models from 4B up do); `enable_thinking` is sent explicitly on every request, so the server's own default
+# never decides, and a template that does not read it ignores it.
+SERVED_THINKING = ThinkingSupport(can_think=True, switchable=True, default_on=True, preserve=True)
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "eos": "stop", "length": "length", "abort": "cancelled",
                                     "cancelled": "cancelled", "tool_calls": "stop", "content_filter": "stop"}
 
@@ -152,10 +158,21 @@ def build_messages_payload(request: GenerationRequest, images: tuple[PreparedIma
             else:
                 parts.append({"type": "text", "text": part["text"]})
         if all(p["type"] == "text" for p in parts):  # plain strings: what every server takes for every role
-            out.append({"role": message["role"], "content": "".join(p["text"] for p in parts)})
+            sent: dict = {"role": message["role"], "content": "".join(p["text"] for p in parts)}
         else:
-            out.append({"role": message["role"], "content": parts})
+            sent = {"role": message["role"], "content": parts}
+        # Earlier reasoning goes back only where it is to be kept: the template drops it otherwise anyway.
+        if request.preserve_thinking and message.get("reasoning_content"):
+            sent["reasoning_content"] = message["reasoning_content"]
+        out.append(sent)
     return out
+
+
+def thinking_kwargs(request: GenerationRequest) -> dict[str, bool]:
+    """`chat_template_kwargs` for thinking, sent explicitly every time: a server's default is not the model's
+    (vLLM applies none of its own unless asked), and a template that does not read them ignores them."""
+    return {"enable_thinking": SERVED_THINKING.enabled(request.thinking),
+            "preserve_thinking": bool(request.preserve_thinking)}
 
 
 def sampling_fields(request: GenerationRequest, flavor: Flavor) -> dict:
@@ -185,11 +202,12 @@ def build_payload(model: str, family: FamilySpec, request: GenerationRequest, im
         "stream": True,
         "stream_options": {"include_usage": True},  # token counts in the last event (vLLM needs the ask)
         **sampling_fields(request, flavor),
+        "chat_template_kwargs": thinking_kwargs(request),
     }
     if flavor == "transformers":
         # Open the processor's pixel range so its resize is a no-op on our exact sizes, whatever its config.
         open_range = {"shortest_edge": family.pixels_per_token, "longest_edge": 16384 * family.pixels_per_token}
-        payload["chat_template_kwargs"] = {"processor_kwargs": {"images_kwargs": {"size": open_range}}}
+        payload["chat_template_kwargs"]["processor_kwargs"] = {"images_kwargs": {"size": open_range}}
     elif videos:
         metas = [v.processor_metadata() for v in videos]
         if any(m != metas[0] for m in metas[1:]):
@@ -408,7 +426,13 @@ class OpenAIBackend:
         config = local_config(self._model)
         return SessionStatus(self._model, self.family.display_name, self.api_base, "served",
                              FLAVOR_NAMES[info.flavor], "none", None,
-                             bool(config.get("qvl_random_weights")), bool(config.get("qvl_scripted_answer")))
+                             bool(config.get("qvl_random_weights")), bool(config.get("qvl_scripted_answer")),
+                             thinking=self.thinking)
+
+    @property
+    def thinking(self) -> ThinkingSupport:
+        """A served model's template is not visible from here: SERVED_THINKING (the request's choice is sent)."""
+        return SERVED_THINKING
 
     def close(self) -> None:
         self._client.close()
@@ -444,7 +468,10 @@ class OpenAIBackend:
         start = time.perf_counter()
         first: float | None = None
         last = start  # the last useful progress: an answer or reasoning token
-        count = chars = 0
+        count = chars = reasoning_events = 0
+        # Reasoning arrives in its own field from a server started with a reasoning parser (vLLM/SGLang
+        # `--reasoning-parser qwen3`); without one, a `<think>` block in the content is split off here.
+        splitter = ReasoningSplitter()
         finish: str | None = None
         usage: dict | None = None
         try:
@@ -472,11 +499,15 @@ class OpenAIBackend:
                             count += 1  # one event per token on these servers; usage corrects it at the end
                             first = first or now
                             last = now
+                            reasoning = event.reasoning[: caps.max_chars - chars]
+                            chars += len(reasoning)
+                            reasoning_events += bool(event.reasoning)
                             text = event.text[: caps.max_chars - chars]
                             chars += len(text)
-                            if text:
-                                yield Chunk(text, min(count, caps.max_tokens))
-                            if len(text) < len(event.text):
+                            more_reasoning, answer = splitter.feed(text)
+                            if reasoning or more_reasoning or answer:
+                                yield Chunk(answer, min(count, caps.max_tokens), reasoning=reasoning + more_reasoning)
+                            if len(text) < len(event.text) or len(reasoning) < len(event.reasoning):
                                 finish = "length"  # more text in one event than max_new_tokens can hold
                                 break
                         usage = event.usage or usage
@@ -506,7 +537,9 @@ class OpenAIBackend:
         completion = min(count if reported is None else reported, caps.max_tokens)
         prompt = (usage or {}).get("prompt_tokens") or 0
         decode_tps = (completion - 1) / (end - first) if first is not None and completion > 1 and end > first else None
-        yield Chunk("", completion, GenerationStats(
+        tail_reasoning, tail_answer = splitter.flush()
+        yield Chunk(tail_answer, completion, reasoning=tail_reasoning, stats=GenerationStats(
+            reasoning_tokens=min(reasoning_events, completion),
             prompt_tokens=prompt, completion_tokens=completion, ttft_s=(first - start) if first else None,
             decode_tps=decode_tps, total_s=end - start, peak_gpu_mb=None, finish_reason=map_finish_reason(finish),
             image_input_sizes=tuple(im.input_size for im in images),
