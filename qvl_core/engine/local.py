@@ -13,6 +13,7 @@ from typing import Any
 
 from qvl_core.engine.decoding import IncrementalDecoder
 from qvl_core.engine.inputs import prepare_media, request_image_budget
+from qvl_core.engine.literal import guard_messages, place_markers, splice_texts
 from qvl_core.engine.loading import LoadedModel, LoadOptions, load_model
 from qvl_core.engine.messages import MessagePlan
 from qvl_core.engine.sampling import SamplingParams
@@ -112,9 +113,12 @@ class ModelSession:
         lm = self.load()
         plan, images, videos = prepare_media(request, lm.family, videos, limits=self.limits)
         template_kwargs = self.thinking.template_kwargs(request.thinking, request.preserve_thinking)
-        prompt = lm.processor.apply_chat_template(plan.messages, tokenize=False, add_generation_prompt=True,
+        # Message texts go in as markers and come back as plain-text ids: typed special tokens stay text.
+        guarded = guard_messages(plan.messages, lm.processor.tokenizer)
+        prompt = lm.processor.apply_chat_template(guarded.messages, tokenize=False, add_generation_prompt=True,
                                                   **template_kwargs)
-        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        marked_prompt, texts = place_markers(prompt, guarded.texts)
+        kwargs: dict[str, Any] = {"text": [marked_prompt], "return_tensors": "pt"}
         # Our own resize already fixed every size; an open pixel range makes the processor's a no-op.
         open_range = {"shortest_edge": lm.family.pixels_per_token,
                       "longest_edge": 16384 * lm.family.pixels_per_token}
@@ -132,7 +136,7 @@ class ModelSession:
                 "video_metadata": [v.processor_metadata() for v in videos],
                 "return_metadata": True,
             }
-        inputs = lm.processor(**kwargs)
+        inputs = splice_texts(lm.processor(**kwargs), texts, lm.processor.tokenizer)
         inputs.pop("video_metadata", None)
         _check_grid(inputs, images, lm.family)
         _check_video_grid(inputs, videos, lm.family)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qvl_core.engine.inputs import prepare_media, request_image_budget
+from qvl_core.engine.literal import neutralise
 from qvl_core.engine.messages import build_messages
 from qvl_core.engine.sse import MAX_ERROR_CHARS, MAX_EXTRA_EVENTS, StreamCaps, broken, read_events
 from qvl_core.engine.thinking import ThinkingSupport
@@ -144,7 +145,11 @@ def video_parts(video: SampledVideo, flavor: Flavor) -> list[dict]:
 
 def build_messages_payload(request: GenerationRequest, images: tuple[PreparedImage, ...],
                            videos: tuple[SampledVideo, ...], flavor: Flavor) -> list[dict]:
-    """OpenAI chat messages from the request's turns: the same plan as in process, media filled in order."""
+    """OpenAI chat messages from the request's turns: the same plan as in process, media filled in order.
+
+    Every text (system, messages, earlier answers) is `neutralise`d: the server tokenizes with its own tokenizer,
+    which would read a special-token string in it as the token itself.
+    """
     plan = build_messages(request.turns, system=request.system, label_media=request.label_media)
     image_iter, video_iter = iter(images), iter(videos)
     out: list[dict] = []
@@ -155,8 +160,8 @@ def build_messages_payload(request: GenerationRequest, images: tuple[PreparedIma
                 parts.append({"type": "image_url", "image_url": {"url": png_data_url(next(image_iter).image)}})
             elif part["type"] == "video":
                 parts.extend(video_parts(next(video_iter), flavor))
-            else:
-                parts.append({"type": "text", "text": part["text"]})
+            else:  # the server's tokenizer would read a typed "<|im_start|>" as the token: break it
+                parts.append({"type": "text", "text": neutralise(part["text"])})
         if all(p["type"] == "text" for p in parts):  # plain strings: what every server takes for every role
             sent: dict = {"role": message["role"], "content": "".join(p["text"] for p in parts)}
         else:
