@@ -40,7 +40,8 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=_env("QVL_API_KEY"),
                    help="bearer key for the server, if it wants one (env QVL_API_KEY; never printed)")
     p.add_argument("--family", default=_env("QVL_FAMILY"),
-                   help="qwen2-vl | qwen2.5-vl | qwen3-vl, for a served model whose name or folder does not "
+                   help="qwen2-vl | qwen2.5-vl | qwen3-vl | qwen3.5 | qwen3.5-moe | qwen3.8-flash-next, for a "
+                        "served model whose name or folder does not "
                         "tell (env QVL_FAMILY)")
     p.add_argument("--api-timeout", type=float, default=env_float("QVL_API_TIMEOUT", DEFAULT_API_TIMEOUT_S),
                    help="seconds to wait for the server's next token, the first one included (a long video "

@@ -16,12 +16,18 @@ from PIL import Image
 
 from qvl_core.testing.tiny import BYTE_ALPHABET, SPECIAL_TOKENS, build_checkpoint, split_answer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe")
 ARCHITECTURES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_5": "Qwen3_5ForConditionalGeneration",
+    "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
 }
+# Qwen3-VL's processor (16 px patches, 64-token minimum, "<t seconds>" video time) and no default system prompt.
+QWEN3_PROCESSOR = ("qwen3_vl", "qwen3_5", "qwen3_5_moe")
+# The thinking template: the generation prompt opens the reasoning (thinking is on by default).
+GENERATION_PROMPT = {"qwen3_5": "<|im_start|>assistant\n<think>\n", "qwen3_5_moe": "<|im_start|>assistant\n<think>\n"}
 MAX_TINY_BYTES = 20 * 1024 * 1024
 
 JSON_ANSWER = (
@@ -170,12 +176,12 @@ def test_ids_and_processor_defaults_match_the_real_layout(loaded, family):
     assert config.vision_end_token_id == tokenizer.convert_tokens_to_ids("<|vision_end|>")
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
     assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
-    patch = 16 if family == "qwen3_vl" else 14
+    patch = 16 if family in QWEN3_PROCESSOR else 14
     image_processor = processor.image_processor
     assert (image_processor.patch_size, image_processor.merge_size, image_processor.temporal_patch_size) == (
         patch, 2, 2)
     assert config.vision_config.patch_size == patch
-    if family == "qwen3_vl":
+    if family in QWEN3_PROCESSOR:
         assert dict(image_processor.size) == {"shortest_edge": 65536, "longest_edge": 16777216}
     else:
         assert dict(image_processor.size) == {"shortest_edge": 3136, "longest_edge": 12845056}
@@ -192,13 +198,13 @@ def test_chat_template_renders_qwen_chatml(loaded, family):
         {"role": "user", "content": [VIDEO_PART, _text("And this?")]},
     ]
     prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    system = "" if family == "qwen3_vl" else "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    system = "" if family in QWEN3_PROCESSOR else "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     assert prompt == (
         system
         + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe.<|im_end|>\n"
         + "<|im_start|>assistant\nA cat.<|im_end|>\n"
         + "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>And this?<|im_end|>\n"
-        + "<|im_start|>assistant\n"
+        + GENERATION_PROMPT.get(family, "<|im_start|>assistant\n")
     )
     with_system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert processor.apply_chat_template(with_system, tokenize=False) == (
@@ -265,7 +271,7 @@ def test_random_checkpoint_generates_with_an_image(loaded, family):
     assert 1 <= len(new_ids) <= 5
     t, h, w = inputs["image_grid_thw"][0].tolist()
     assert t == 1 and h % 2 == 0 and w % 2 == 0
-    if family == "qwen3_vl":  # below Qwen3-VL's 64-token minimum: scaled up on the 32 px grid
+    if family in QWEN3_PROCESSOR:  # below Qwen3-VL's 64-token minimum: scaled up on the 32 px grid
         assert (h * 16) * (w * 16) >= 65536
     else:  # 90x60 is already above the 4-token minimum: rounded to the 28 px grid, 84x56
         assert (h * 14, w * 14) == (56, 84)
@@ -284,7 +290,7 @@ def test_random_checkpoint_generates_with_a_video_and_its_fps(loaded, family):
     assert inputs["video_grid_thw"][0, 0].item() == 2  # 4 frames in pairs (temporal patch 2)
     if family == "qwen2_5_vl":
         assert inputs["second_per_grid_ts"].tolist() == [pytest.approx(2 / VIDEO_FPS)]
-    if family == "qwen3_vl":
+    if family in QWEN3_PROCESSOR:
         prompt = processor.decode(inputs["input_ids"][0])
         assert re.findall(r"<([\d.]+) seconds>", prompt) == ["0.2", "1.2"]  # pair midpoints at 2 fps
 

@@ -46,9 +46,14 @@ Flavor = Literal["vllm", "transformers", "openai"]
 FLAVOR_NAMES = {"vllm": "vLLM", "transformers": "transformers serve", "openai": "OpenAI-compatible"}
 # --family accepts these names as well as the model_type keys of FAMILIES.
 FAMILY_ALIASES = {"qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl",
-                  "qwen3-vl-moe": "qwen3_vl_moe"}
+                  "qwen3-vl-moe": "qwen3_vl_moe", "qwen3.5": "qwen3_5", "qwen3.5-moe": "qwen3_5_moe",
+                  "qwen3.8-flash-next": "qwen4_exp"}
 # Model names -> family, most specific first (served names are free-form; these are the released ones).
 _NAME_PATTERNS = (
+    # 2026: Qwen3.5 / 3.6 / 3.8 dense are qwen3_5, their A..B MoE ones qwen3_5_moe; 3.8-Flash-Next is qwen4_exp.
+    (re.compile(r"qwen3\.8[-_.]?flash[-_.]?next", re.I), "qwen4_exp"),
+    (re.compile(r"qwen3\.[5-8]\b.*\b(a\d+b|moe)\b", re.I), "qwen3_5_moe"),
+    (re.compile(r"qwen3\.[5-8]\b", re.I), "qwen3_5"),
     (re.compile(r"qwen3[-_.]?vl.*\b(a\d+b|moe)\b", re.I), "qwen3_vl_moe"),
     (re.compile(r"qwen3[-_.]?vl", re.I), "qwen3_vl"),
     (re.compile(r"qwen2(\.|_|-)?5[-_.]?vl", re.I), "qwen2_5_vl"),
@@ -89,7 +94,7 @@ def resolve_family(model: str, family: str | None = None) -> FamilySpec:
         if pattern.search(model):
             return FAMILIES[key]
     raise UserError(f"Cannot tell the model family from the served model name {model!r}: pass --family "
-                    f"(qwen2-vl, qwen2.5-vl or qwen3-vl; env QVL_FAMILY).")
+                    f"(qwen2-vl, qwen2.5-vl, qwen3-vl, qwen3.5, qwen3.5-moe or qwen3.8-flash-next; env QVL_FAMILY).")
 
 
 def local_config(model: str) -> dict:
