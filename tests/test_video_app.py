@@ -126,3 +126,54 @@ def test_clicking_a_timestamp_seeks_the_player(make_session, launch_app, artifac
     page.wait_for_function("Math.abs(document.querySelector('#video-player video').currentTime - 4.0) < 0.05")
     assert page.locator("#video-gallery img").count() >= 2  # frames at the answer's times
     page.screenshot(path=str(artifacts / "video.png"), full_page=True)
+
+
+def test_estimate_counts_the_clip_start_and_end_choose():
+    """Regression: the estimate ignored Start/End (a 2-minute video, Start 30, End 90: it counted the whole
+    video's frames while the run sampled the clip's)."""
+    from types import SimpleNamespace
+
+    from qvl_core.families import family_for
+    from ui.tabs.video import estimate_markdown
+
+    session = SimpleNamespace(family=family_for("qwen2_5_vl"))
+    budget = VideoBudget(fps=2.0, max_frames=64)
+    assert "**16 frames**" in estimate_markdown(CLOCK, session, budget)  # 8 s at 2 fps
+    clip = estimate_markdown(CLOCK, session, budget, 2.0, 6.0)
+    assert "**8 frames**" in clip and "4.0 s clip (00:02.0–00:06.0 of 8.0 s)" in clip
+
+
+def test_estimate_says_an_image_renamed_mp4_is_not_a_video(tmp_path):
+    """Regression: a PNG named .mp4 got "Clip start 0 s is past the end of the video, which lasts 0.00 s"."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from qvl_core.families import family_for
+    from ui.tabs.video import estimate_markdown
+
+    fake = tmp_path / "holiday.mp4"
+    Image.new("RGB", (64, 48), "red").save(fake, format="PNG")
+    text = estimate_markdown(str(fake), SimpleNamespace(family=family_for("qwen2_5_vl")), VideoBudget())
+    assert "'holiday.mp4' is not a video this app can read" in text and "past the end" not in text
+
+
+def test_chips_say_the_file_time_on_a_trimmed_clip_and_mark_times_past_the_end():
+    """Regression: on a clip starting at 30 s a chip "4.0 seconds" jumped to 00:34.0 with no hint why, and a
+    time past the end of the video clamped silently."""
+    html = answer_html("It happens at 4.0 seconds and again at 99 seconds.", offset=30.0, duration=60.0)
+    assert 'data-t="34.000"' in html and "00:04.0 into the clip = 00:34.0 in the video" in html
+    assert "qvl-chip-past" in html and 'data-t="60.000"' in html and "past the end of the video (01:00.0)" in html
+
+
+def test_timeline_axis_is_labelled_in_the_chips_format():
+    """Regression: the timeline had no label and its axis mixed "0:00" with "02:00.0"."""
+    from types import SimpleNamespace
+
+    from qvl_core.parse.timespans import TimeSpan
+    from ui.tabs.video import timeline_html
+
+    answer = SimpleNamespace(video=SimpleNamespace(duration=120.0), spans=(TimeSpan(0.0, 60.0, "a"),))
+    html = timeline_html(answer)
+    assert "Timeline of the video" in html and "<span>00:00.0</span>" in html and "<span>02:00.0</span>" in html
+    assert "0:00<" not in html.replace("00:00.0<", "")

@@ -31,11 +31,13 @@ from ui.common import (
     api_number,
     format_stats,
     gpu_event,
+    model_sampling_defaults,
     throttle,
     to_gr_error,
     to_sampling,
 )
 from ui.files import OutputRoot
+from ui.toasts import shown_errors
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MAX_GALLERY_FRAMES = 12
@@ -56,16 +58,30 @@ document.addEventListener("click", (event) => {
 """
 
 
-def chip(seconds: float, label: str) -> str:
-    return (f'<button type="button" class="qvl-chip" data-t="{seconds:.3f}" '
-            f'title="Jump to {format_timestamp(seconds)}">{html_lib.escape(label)}</button>')
+def chip(seconds: float, label: str, *, offset: float = 0.0, duration: float | None = None) -> str:
+    """A button that seeks the player to `seconds` of the file; `offset`: where the clip the model saw starts.
+
+    A time past the end of the video is marked (the player would stop at the end without a word), and on a
+    trimmed clip the title says which file time the model's clip time is.
+    """
+    where = format_timestamp(seconds)
+    title = f"Jump to {where}"
+    if offset:
+        title = f"{format_timestamp(seconds - offset)} into the clip = {where} in the video"
+    css, mark = "qvl-chip", ""
+    if duration is not None and seconds > duration + 1e-3:
+        css += " qvl-chip-past"
+        title = f"{where} is past the end of the video ({format_timestamp(duration)}): jumps to the end"
+        mark = " ⚠"
+    return (f'<button type="button" class="{css}" data-t="{min(seconds, duration or seconds):.3f}" '
+            f'title="{html_lib.escape(title, quote=True)}">{html_lib.escape(label)}{mark}</button>')
 
 
 # A Markdown fence line: "```" or "```json" on its own line (the model wraps JSON answers in them).
 _FENCE_RE = re.compile(r"^[ \t]*```[\w+-]*[ \t]*$\n?", re.MULTILINE)
 
 
-def answer_html(text: str, offset: float = 0.0) -> str:
+def answer_html(text: str, offset: float = 0.0, duration: float | None = None) -> str:
     """The answer as HTML: escaped text, each timestamp a chip that seeks to (model time + offset) seconds.
 
     Fenced blocks (the JSON of Chapters) show as code without their ``` lines; a block still being streamed
@@ -75,19 +91,19 @@ def answer_html(text: str, offset: float = 0.0) -> str:
     for i, block in enumerate(_FENCE_RE.split(text)):
         if not block.strip():
             continue
-        inner = _linked(block.strip("\n") if i % 2 else block, code=bool(i % 2), offset=offset)
+        inner = _linked(block.strip("\n") if i % 2 else block, code=bool(i % 2), offset=offset, duration=duration)
         blocks.append(f'<pre class="qvl-code">{inner}</pre>' if i % 2 else inner)
     return f'<div class="qvl-answer">{"".join(blocks)}</div>'
 
 
-def _linked(text: str, *, code: bool, offset: float) -> str:
+def _linked(text: str, *, code: bool, offset: float, duration: float | None) -> str:
     parts = []
     for segment, seconds in link_timestamps(text):
         if seconds is None:
             escaped = html_lib.escape(segment)
             parts.append(escaped if code else escaped.replace("\n", "<br>"))
         else:
-            parts.append(chip(seconds + offset, segment))
+            parts.append(chip(seconds + offset, segment, offset=offset, duration=duration))
     return "".join(parts)
 
 
@@ -103,20 +119,31 @@ def timeline_html(answer: VideoAnswer) -> str:
         title = html_lib.escape(f"{format_timestamp(s.start)}–{format_timestamp(s.end)} {s.text}", quote=True)
         bars.append(f'<button type="button" class="qvl-chip qvl-seg qvl-seg-{i % 6}" data-t="{s.start:.3f}" '
                     f'style="left:{left:.2f}%;width:{width:.2f}%" title="{title}"></button>')
-    return (f'<div class="qvl-timeline">{"".join(bars)}</div><div class="qvl-axis"><span>0:00</span>'
-            f"<span>{format_timestamp(duration)}</span></div>")
+    # The axis in the chips' one format (mm:ss.f), labelled, with a middle tick so a bar can be placed by eye.
+    ticks = "".join(f"<span>{format_timestamp(t)}</span>" for t in (0.0, duration / 2, duration))
+    return (f'<div class="qvl-timeline-label">Timeline of the video (click a bar to jump there)</div>'
+            f'<div class="qvl-timeline">{"".join(bars)}</div><div class="qvl-axis">{ticks}</div>')
 
 
-def estimate_markdown(video: str | None, session: Backend, budget: VideoBudget) -> str:
+def estimate_markdown(video: str | None, session: Backend, budget: VideoBudget, start: float | None = None,
+                      end: float | None = None) -> str:
+    """What the run will cost, for the clip Start/End choose (the whole video when they are empty)."""
     if not video:
         return ""
+    start, end = start or None, end or None  # an empty or 0 box: from the start, to the end
     try:
         info = probe(video)
-        est = estimate(info, session.family, budget)
+        if info.duration <= 0:  # FFmpeg reads a picture as one frame lasting 0 s; Chat takes it, this tab cannot
+            raise UserError(f"{Path(video).name!r} is not a video this app can read: it is one still picture with "
+                            "no duration (an image renamed?). Choose an mp4, mov, mkv, webm or avi video.")
+        est = estimate(info, session.family, budget, start=start, end=end)
     except UserError as exc:
         return f"⚠️ {exc}"
     w, h = est.frame_size
-    return (f"{info.duration:.1f} s at {info.fps:.2f} fps → **{est.frames} frames** of {w}×{h} px → "
+    clip_start, clip_end = start or 0.0, min(end or info.duration, info.duration)
+    clip = (f"{clip_end - clip_start:.1f} s clip ({format_timestamp(clip_start)}–{format_timestamp(clip_end)} of "
+            f"{info.duration:.1f} s)" if start or end else f"{info.duration:.1f} s")
+    return (f"{clip} at {info.fps:.2f} fps → **{est.frames} frames** of {w}×{h} px → "
             f"**{est.visual_tokens:,} visual tokens** (KV cache ≈ {est.kv_cache_bytes_7b / 2**30:.2f} GiB on a 7B "
             "model). Lower fps, max frames or the frame budget to make it cheaper.")
 
@@ -158,7 +185,7 @@ class VideoTab:
             budget = self.budget(fps, max_frames, frame_tokens, total_tokens)
             answer = None
             steps = ask_video(self.session, video, prompt, budget=budget, start=start or None, end=end or None,
-                              sampling=to_sampling(*sampling_values))
+                              sampling=to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session)))
             # answer_html re-links the whole answer: shown per token, its cost would grow with the square.
             with contextlib.closing(throttle(steps, urgent=lambda s: s.answer is not None)) as shown_steps:
                 for step in shown_steps:
@@ -170,10 +197,14 @@ class VideoTab:
             out = self.files.new_dir("qvl-video-") / "spans.json"
             out.write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False))
             note = self.summary(answer)
-            yield (answer_html(answer.raw, answer.clock_offset), gallery(video, answer), timeline_html(answer),
-                   rows, str(out), note, answer.raw, prompt)
+            shown = answer_html(answer.raw, answer.clock_offset, answer.video.duration)
+            yield shown, gallery(video, answer), timeline_html(answer), rows, str(out), note, answer.raw, prompt
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
+
+    def run_shown(self, *args):
+        """`run` for the page: an error is one toast and clears the earlier answer instead of badging it."""
+        yield from shown_errors(self.run(*args), ("", None, "", [], None, "", "", gr.skip()))
 
     def summary(self, answer: VideoAnswer) -> str:
         v = answer.video
@@ -220,6 +251,7 @@ class VideoTab:
                         start = gr.Number(None, label="Start (s)", minimum=0)
                         end = gr.Number(None, label="End (s)", minimum=0)
                     sampling = SamplingControls.render(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS,
+                                                       defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
                 estimate_md = gr.Markdown(elem_id="video-estimate")
                 with gr.Row():
@@ -246,17 +278,17 @@ class VideoTab:
                     show_progress="hidden")
         budget_inputs = [fps, max_frames, frame_tokens, total_tokens]
 
-        def show_estimate(v, *b):
+        def show_estimate(v, s, e, *b):
             try:
-                return estimate_markdown(v, self.session, self.budget(*b))
+                return estimate_markdown(v, self.session, self.budget(*b), s, e)
             except UserError as exc:
                 return f"⚠️ {exc}"
 
-        for trigger in (video.change, *(c.release for c in budget_inputs)):
-            trigger(show_estimate, [video, *budget_inputs], estimate_md, queue=False, api_visibility="private",
-                    show_progress="hidden")
+        for trigger in (video.change, start.change, end.change, *(c.release for c in budget_inputs)):
+            trigger(show_estimate, [video, start, end, *budget_inputs], estimate_md, queue=False,
+                    api_visibility="private", show_progress="hidden")
         running = run_btn.click(
-            self.run, [video, preset, text, prompt, *budget_inputs, start, end, *sampling.components],
+            self.run_shown, [video, preset, text, prompt, *budget_inputs, start, end, *sampling.components],
             [answer, frames, timeline, table, download, summary, raw, prompt],
             **self.gpu, api_visibility="private",
         )

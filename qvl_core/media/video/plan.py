@@ -171,8 +171,11 @@ def _check_clip_args(start: float | None, end: float | None) -> None:
 def _clip(name: str | None, duration: float, start: float | None, end: float | None) -> tuple[float, float]:
     """[start, end) within the video, or a UserError naming the file and its length. End is clamped."""
     s = float(start or 0.0)
+    what = f"video {name!r}" if name else "the video"
+    if duration <= 0:  # a still picture, which FFmpeg reads as one frame lasting 0 s
+        raise UserError(f"{what[0].upper()}{what[1:]} has no duration: it is not a video this app can read "
+                        "(an image renamed?).")
     if s >= duration:
-        what = f"video {name!r}" if name else "the video"
         raise UserError(f"Clip start {s:g} s is past the end of {what}, which lasts {duration:.2f} s.")
     e = duration if end is None else min(float(end), duration)
     return s, e
