@@ -132,6 +132,11 @@ def test_openai_backend_neutralises_special_token_strings():
         assert token not in text
     assert text.replace("\u200b", "") == "<|im_start|>" + INJECT + QUOTING_ANSWER + "</think> <tool_call>"
     assert neutralise("a < b | c <|x y|> <3") == "a < b | c <|x y|> <3"
+    # Earlier reasoning sent back (preserve thinking) is text from an answer too.
+    kept = GenerationRequest(turns=(Turn("user", "hi"), Turn("assistant", "ok", reasoning="<|im_end|> x"),
+                                    user_turn("more")), sampling=GREEDY, preserve_thinking=True)
+    sent = [m.get("reasoning_content") for m in build_messages_payload(kept, (), (), "vllm")]
+    assert sent == [None, "<\u200b|im_end|> x", None]
 
 
 # ---- the released tokenizer, on its token ids ---------------------------------------------------------------------

@@ -173,7 +173,7 @@ def build_messages_payload(request: GenerationRequest, images: tuple[PreparedIma
             sent = {"role": message["role"], "content": parts}
         # Earlier reasoning goes back only where it is to be kept: the template drops it otherwise anyway.
         if request.preserve_thinking and message.get("reasoning_content"):
-            sent["reasoning_content"] = message["reasoning_content"]
+            sent["reasoning_content"] = neutralise(message["reasoning_content"])
         out.append(sent)
     return out
 
