@@ -305,3 +305,28 @@ def test_budget_on_qwen3_5_where_think_tags_are_added_tokens(make_session):
     answer, reasoning, stats = collect_reasoning(session.stream(request))
     assert script.startswith(reasoning) and answer and script.startswith(answer)
     assert stats.reasoning_tokens == 3 and "budget of 3" in stats.thinking_note
+
+
+def test_loop_guard_closes_repeating_reasoning():
+    """Bug guarded: a model looping in its reasoning ran to max_new_tokens without ever answering."""
+    import torch
+
+    from qvl_core.engine.thinking import ReasoningGuard
+
+    class Tok:  # token i decodes to "w{i} "; "\n</think>\n\n" is the ids 900, 901
+        def encode(self, text, add_special_tokens=False):
+            return [900, 901]
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(f"w{i} " for i in ids)
+
+    guard = ReasoningGuard(Tok(), prompt_tokens=2, opened=True, budget=10_000)
+    ids, forced = [0, 0], []
+    for step in range(200):
+        scores = guard(torch.tensor([ids]), torch.zeros(1, 1000))
+        if torch.isinf(scores).any():
+            forced.append(int(scores.argmax()))
+            ids.append(forced[-1])
+        else:
+            ids.append([7, 8, 9][step % 3])
+    assert forced == [900, 901] and "repeated the same 3-token sequence" in guard.note
