@@ -140,8 +140,8 @@ class ReasoningGuard:
                 self._close(f"Reasoning reached the thinking budget of {self.budget} tokens; it was closed so "
                             "the model answers.")
             elif (n := repeating_ngram(self.reasoning_ids)) is not None:
-                self._close(f"Reasoning repeated the same {n}-token sequence at least {LOOP_REPEATS} times in a row; it "
-                            "was closed so the model answers.")
+                self._close(f"Reasoning repeated the same {n}-token sequence at least {LOOP_REPEATS} times in a "
+                            "row; it was closed so the model answers.")
         if self.forcing:
             forced = self.forcing.pop(0)
             if not self.forcing:
