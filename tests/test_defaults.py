@@ -15,6 +15,7 @@ from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from qvl_core.tasks.documents import DEFAULT_DOC_IMAGE_TOKENS, DEFAULT_DOC_MAX_NEW_TOKENS
 from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS
 from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS
+from ui.common import shown_sampling
 from ui.shell import build_demo
 from ui.tabs.chat import ChatTab
 from ui.tabs.documents import DocumentsTab
@@ -22,7 +23,8 @@ from ui.tabs.grounding import GroundingTab
 from ui.tabs.video import VideoTab
 
 SAMPLING = {"temperature": DEFAULT_SAMPLING.temperature, "top_p": DEFAULT_SAMPLING.top_p,
-            "top_k": DEFAULT_SAMPLING.top_k, "repetition_penalty": DEFAULT_SAMPLING.repetition_penalty}
+            "top_k": DEFAULT_SAMPLING.top_k, "repetition_penalty": DEFAULT_SAMPLING.repetition_penalty,
+            "presence_penalty": DEFAULT_SAMPLING.presence_penalty}
 SEED_IN_UI = -1 if DEFAULT_SAMPLING.seed is None else DEFAULT_SAMPLING.seed
 # Per task: (max new tokens, max image tokens) from the task modules.
 TASKS = {
@@ -33,7 +35,8 @@ TASKS = {
 }
 TABS = {"chat": ChatTab, "ground": GroundingTab, "parse": DocumentsTab, "video": VideoTab}
 # Visible control label -> the sampling field it sets.
-SLIDERS = {"Temperature": "temperature", "Top-p": "top_p", "Top-k": "top_k", "Repetition penalty": "repetition_penalty"}
+SLIDERS = {"Temperature": "temperature", "Top-p": "top_p", "Top-k": "top_k", "Repetition penalty": "repetition_penalty",
+           "Presence penalty": "presence_penalty"}
 
 
 @pytest.mark.parametrize("command", sorted(TASKS))
@@ -61,10 +64,14 @@ def _controls(tab) -> dict[str, object]:
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_ui_controls_default_to_the_source(make_session, task):
     """Regression: the sliders in ui/common.py and the tabs carried their own copies of the sampling defaults."""
-    controls = _controls(TABS[task](make_session()))
+    session = make_session()
+    controls = _controls(TABS[task](session))
     max_new_tokens, image_tokens = TASKS[task]
     assert controls["Max new tokens"] == max_new_tokens
-    assert {field: controls[label] for label, field in SLIDERS.items()} == SAMPLING
+    # The sampling sliders start at the model's own values (DEFAULT_SAMPLING leaves every one to the model).
+    assert set(SAMPLING.values()) == {None}
+    shown = shown_sampling(session.sampling_defaults())
+    assert {field: controls[label] for label, field in SLIDERS.items()} == shown
     assert controls["Seed"] == SEED_IN_UI
     if task != "video":
         assert controls["Max visual tokens per image"] == image_tokens
@@ -83,7 +90,9 @@ def test_api_endpoint_defaults_match_the_source(make_session):
     api = {name: {p["parameter_name"]: p.get("parameter_default") for p in ep["parameters"]}
            for name, ep in demo.get_api_info()["named_endpoints"].items()}
     chat = api["/chat"]
-    assert {k: chat[k] for k in SAMPLING} == SAMPLING and chat["seed"] == SEED_IN_UI
+    assert {k: chat[k] for k in SAMPLING if k != "presence_penalty"} == {k: v for k, v in SAMPLING.items()
+                                                                        if k != "presence_penalty"}
+    assert chat["seed"] == SEED_IN_UI
     assert (chat["max_new_tokens"], chat["max_image_tokens"]) == TASKS["chat"]
     assert (chat["fps"], chat["max_frames"]) == (DEFAULT_FPS, DEFAULT_MAX_FRAMES)
     assert (api["/ground"]["max_new_tokens"], api["/ground"]["max_image_tokens"]) == TASKS["ground"]

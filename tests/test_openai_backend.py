@@ -139,7 +139,7 @@ def test_sampling_in_each_servers_vocabulary():
     assert sampling_fields(sampled, "transformers") == {"max_tokens": 9, "temperature": 0.7, "top_p": 0.9,
                                                         "seed": 5, "frequency_penalty": 0.1}
     assert sampling_fields(sampled, "openai") == {"max_tokens": 9, "temperature": 0.7, "top_p": 0.9, "seed": 5}
-    greedy = GenerationRequest(turns=(user_turn("x"),), sampling=SamplingParams(max_new_tokens=3,
+    greedy = GenerationRequest(turns=(user_turn("x"),), sampling=SamplingParams(max_new_tokens=3, temperature=0.0,
                                                                                 repetition_penalty=1.0))
     assert sampling_fields(greedy, "vllm") == {"max_tokens": 3, "temperature": 0.0, "repetition_penalty": 1.0}
 

@@ -16,9 +16,14 @@ import gradio as gr
 from qvl_core.engine.sampling import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SAMPLING,
+    MAX_PRESENCE_PENALTY,
     MAX_REPETITION_PENALTY,
     MAX_TEMPERATURE,
     MAX_TOP_K,
+    SAMPLING_FIELDS,
+    SAMPLING_PRESETS,
+    SERVER_DEFAULTS,
+    SamplingDefaults,
     SamplingParams,
     sampling_from_values,
 )
@@ -38,9 +43,42 @@ stream_clock: Callable[[], float] = time.monotonic
 T = TypeVar("T")
 
 
+N_SAMPLING_VALUES = 7  # how many values `SamplingControls.components` hands a handler
+MODEL_PRESET = "Model's defaults"  # the preset dropdown's choice that puts the model's own values back
+
+
+def model_sampling_defaults(session: object) -> SamplingDefaults:
+    """The backend's own sampling settings (checkpoint or server); a stand-in without them: the server's."""
+    get = getattr(session, "sampling_defaults", None)
+    return get() if callable(get) else SERVER_DEFAULTS
+
+
+def shown_sampling(defaults: SamplingDefaults) -> dict[str, float | int]:
+    """What the sliders show for settings the user has not touched: the model's values, else the neutral ones."""
+    resolved = DEFAULT_SAMPLING.resolved(defaults)
+    return {k: getattr(resolved, k) for k in SAMPLING_FIELDS}
+
+
+def sampling_note(defaults: SamplingDefaults, *values: float | None) -> str:
+    """Where each sampling value comes from, for the small note under the sliders. `values`: the sliders'
+    sampling fields in `SAMPLING_FIELDS` order."""
+    shown = shown_sampling(defaults)
+    origin = ("the checkpoint's generation_config" if defaults.source == "checkpoint"
+              else "the server's defaults (not sent)")
+    changed = [k for k, v in zip(SAMPLING_FIELDS, values, strict=True) if v is not None and v != shown[k]]
+    kept = [k for k in SAMPLING_FIELDS if k not in changed]
+    names = {k: k.replace("_", " ") for k in SAMPLING_FIELDS}
+    parts = []
+    if kept:
+        parts.append(f"{', '.join(names[k] for k in kept)}: from {origin}")
+    if changed:
+        parts.append(f"{', '.join(names[k] for k in changed)}: changed by you")
+    return "<small>" + " · ".join(parts) + "</small>"
+
+
 @dataclass
 class SamplingControls:
-    """The sampling sliders of one tab, in the order `to_sampling` expects them."""
+    """The sampling sliders of one tab, in the order `to_sampling` expects them, and the model's defaults."""
 
     max_new_tokens: gr.Slider
     temperature: gr.Slider
@@ -48,26 +86,56 @@ class SamplingControls:
     top_k: gr.Slider
     repetition_penalty: gr.Slider
     seed: gr.Number
+    presence_penalty: gr.Slider
+    preset: gr.Dropdown
+    note: gr.Markdown
+    defaults: SamplingDefaults = SERVER_DEFAULTS
 
     @classmethod
-    def render(cls, *, limit: int, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> SamplingControls:
-        """The sliders at the defaults of `DEFAULT_SAMPLING` (`max_new_tokens`: the tab's task default), the
-        max-new-tokens slider ending at the app's `limit` (`Limits.max_new_tokens`)."""
-        values = default_sampling_values(min(max_new_tokens, limit))
-        return cls(
-            max_new_tokens=gr.Slider(1, limit, value=values[0], step=1, label="Max new tokens"),
-            temperature=gr.Slider(0, MAX_TEMPERATURE, value=values[1], step=0.05,
-                                  label="Temperature", info="0 = greedy (deterministic)"),
-            top_p=gr.Slider(0.05, 1.0, value=values[2], step=0.01, label="Top-p"),
-            top_k=gr.Slider(0, MAX_TOP_K, value=values[3], step=1, label="Top-k", info="0 = off"),
-            repetition_penalty=gr.Slider(1.0, MAX_REPETITION_PENALTY, value=values[4], step=0.01,
-                                         label="Repetition penalty"),
-            seed=gr.Number(value=values[5], precision=0, label="Seed", info="-1 = random"),
-        )
+    def render(cls, *, limit: int, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+               defaults: SamplingDefaults = SERVER_DEFAULTS) -> SamplingControls:
+        """The sliders at the model's own values (`defaults`: the backend's `sampling_defaults()`), the
+        max-new-tokens slider at the tab's task default and ending at the app's `limit` (`Limits.max_new_tokens`).
+        Three to a row, so six sliders never wrap unevenly at desktop widths."""
+        shown = shown_sampling(defaults)
+        seed = -1 if DEFAULT_SAMPLING.seed is None else DEFAULT_SAMPLING.seed
+        with gr.Row(equal_height=True):
+            preset = gr.Dropdown([MODEL_PRESET, *SAMPLING_PRESETS], value=MODEL_PRESET, label="Sampling preset",
+                                 info="The model cards' recommended settings")
+            max_new = gr.Slider(1, limit, value=min(max_new_tokens, limit), step=1, label="Max new tokens")
+            seed_box = gr.Number(value=seed, precision=0, label="Seed", info="-1 = random")
+        with gr.Row(equal_height=True):
+            temperature = gr.Slider(0, MAX_TEMPERATURE, value=shown["temperature"], step=0.01,
+                                    label="Temperature", info="0 = greedy (deterministic)")
+            top_p = gr.Slider(0.05, 1.0, value=shown["top_p"], step=0.01, label="Top-p")
+            top_k = gr.Slider(0, MAX_TOP_K, value=shown["top_k"], step=1, label="Top-k", info="0 = off")
+        with gr.Row(equal_height=True):
+            repetition = gr.Slider(1.0, MAX_REPETITION_PENALTY, value=shown["repetition_penalty"], step=0.01,
+                                   label="Repetition penalty")
+            presence = gr.Slider(-MAX_PRESENCE_PENALTY, MAX_PRESENCE_PENALTY, value=shown["presence_penalty"],
+                                 step=0.05, label="Presence penalty", info="per token already written")
+            note = gr.Markdown(sampling_note(defaults, *shown.values()), elem_classes=["sampling-note"])
+        controls = cls(max_new, temperature, top_p, top_k, repetition, seed_box, presence, preset, note, defaults)
+        controls._wire()
+        return controls
+
+    def _wire(self) -> None:
+        fields = [self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.presence_penalty]
+        defaults = self.defaults
+
+        def apply_preset(name: str) -> list:
+            values = shown_sampling(defaults) | SAMPLING_PRESETS.get(name, {})
+            return [values[k] for k in SAMPLING_FIELDS]
+
+        self.preset.input(apply_preset, [self.preset], fields, queue=False, api_visibility="private")
+        for field in fields:
+            field.change(lambda *v: sampling_note(defaults, *v), fields, [self.note], queue=False,
+                         api_visibility="private")
 
     @property
     def components(self) -> list[gr.components.Component]:
-        return [self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed]
+        return [self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed,
+                self.presence_penalty]
 
 
 def gpu_event(concurrency: int = 1) -> dict[str, Any]:
@@ -77,14 +145,15 @@ def gpu_event(concurrency: int = 1) -> dict[str, Any]:
 
 
 def default_sampling_values(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple:
-    """`DEFAULT_SAMPLING` as control values, in `to_sampling`'s order (seed None is the UI's -1)."""
+    """`DEFAULT_SAMPLING` as control values, in `to_sampling`'s order (None: the model's own; seed None is -1)."""
     d = DEFAULT_SAMPLING
-    return (max_new_tokens, d.temperature, d.top_p, d.top_k, d.repetition_penalty, -1 if d.seed is None else d.seed)
+    return (max_new_tokens, d.temperature, d.top_p, d.top_k, d.repetition_penalty, -1 if d.seed is None else d.seed,
+            d.presence_penalty)
 
 
 def api_sampling_inputs(max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[gr.Number]:
     """An API endpoint's sampling parameters, in `to_sampling`'s order, defaulting to `DEFAULT_SAMPLING`."""
-    values = default_sampling_values(max_new_tokens)
+    values = default_sampling_values(max_new_tokens)[:6]  # the API's presence penalty: the model's (positions kept)
     names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
     return [api_number(v, n) for n, v in zip(names, values, strict=True)]
 
@@ -96,11 +165,18 @@ def api_number(value: float, label: str) -> gr.Number:
     return gr.Number(value, precision=None, label=label)
 
 
-def to_sampling(max_new_tokens: float, temperature: float, top_p: float, top_k: float,
-                repetition_penalty: float, seed: float | None) -> SamplingParams:
-    """Slider values -> validated SamplingParams (UserError names the bad value)."""
-    return sampling_from_values(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
+def to_sampling(max_new_tokens: float, temperature: float | None, top_p: float | None, top_k: float | None,
+                repetition_penalty: float | None, seed: float | None, presence_penalty: float | None = None, *,
+                defaults: SamplingDefaults | None = None) -> SamplingParams:
+    """Slider (or API) values -> validated SamplingParams (UserError names the bad value). With the model's
+    `defaults`, a value still at what the sliders show for it is left to the model (None): only changes are sent,
+    so a served model keeps the server's own defaults."""
+    values = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
+              "presence_penalty": presence_penalty}
+    if defaults is not None:
+        shown = shown_sampling(defaults)
+        values = {k: None if v is not None and v == shown[k] else v for k, v in values.items()}
+    return sampling_from_values(max_new_tokens=max_new_tokens, seed=seed, **values)
 
 
 def image_tokens_slider(value: int = DEFAULT_MAX_IMAGE_TOKENS) -> gr.Slider:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from qvl_core.engine.loading import LoadOptions
 from qvl_core.engine.openai import DEFAULT_API_TIMEOUT_S
+from qvl_core.engine.sampling import SamplingDefaults
 from qvl_core.engine.types import Chunk, GenerationRequest, GenerationStats, SessionStatus
 from qvl_core.errors import UserError
 from qvl_core.settings import Limits
@@ -44,6 +45,8 @@ class Backend(Protocol):
     def load(self) -> object: ...
 
     def status(self) -> SessionStatus: ...
+
+    def sampling_defaults(self) -> SamplingDefaults: ...  # the model's own settings a request starts from
 
     def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
                ) -> Iterator[Chunk]: ...

@@ -16,7 +16,7 @@ from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.literal import guard_messages, place_markers, splice_texts
 from qvl_core.engine.loading import LoadedModel, LoadOptions, load_model
 from qvl_core.engine.messages import MessagePlan
-from qvl_core.engine.sampling import SamplingParams
+from qvl_core.engine.sampling import SamplingDefaults, SamplingParams, defaults_from_generation_config
 from qvl_core.engine.seeded import sampling_processors
 from qvl_core.engine.thinking import (
     DEFAULT_THINKING_BUDGET,
@@ -155,6 +155,10 @@ class ModelSession:
         prepared = self.prepare(request, videos=videos)
         yield from self.stream_prepared(prepared, request.sampling)
 
+    def sampling_defaults(self) -> SamplingDefaults:
+        """The checkpoint's own sampling settings (its generation_config.json), which requests start from."""
+        return defaults_from_generation_config(self.load().model.generation_config)
+
     def check_context(self, prepared: PreparedInputs, sampling: SamplingParams) -> None:
         """Refuse (UserError) a request whose prompt plus max new tokens exceeds the model's context."""
         check_fits_context(prepared.prompt_tokens, sampling.max_new_tokens, context_length(self.load().model))
@@ -188,6 +192,8 @@ class ModelSession:
             def end(self) -> None:
                 pass
 
+        # The checkpoint's generation_config fills every setting the user left to the model.
+        sampling = sampling.resolved(self.sampling_defaults())
         gen_kwargs = _generate_kwargs(sampling, lm)
         # Last of the processors: a token it forces (closing the reasoning) is what generate picks.
         guard = ReasoningGuard(tokenizer, prompt_tokens=prepared.prompt_tokens, opened=prepared.opened,
@@ -255,15 +261,18 @@ class ModelSession:
 
 
 def _generate_kwargs(sampling: SamplingParams, lm: LoadedModel) -> dict[str, Any]:
+    """generate's arguments for a `resolved` request: the checkpoint's own values are already in `sampling`."""
     kwargs: dict[str, Any] = {
         "max_new_tokens": sampling.max_new_tokens,
-        "repetition_penalty": sampling.repetition_penalty,
         "pad_token_id": lm.processor.tokenizer.pad_token_id,
         "eos_token_id": list(_eos_ids(lm)),
     }
+    if sampling.repetition_penalty != lm.model.generation_config.repetition_penalty:
+        kwargs["repetition_penalty"] = sampling.repetition_penalty  # only a change: the checkpoint's applies as is
     # Always "greedy" for generate itself: a sampled request's draw happens in its own logits processors
-    # (`sampling_processors`), from a generator seeded for that request, never generate's global-RNG multinomial.
-    # Override the checkpoint's sampling defaults explicitly, or generate() warns and samples anyway.
+    # (`sampling_processors`, with the checkpoint's temperature/top-p/top-k unless the user changed them), from a
+    # generator seeded for that request, never generate's global-RNG multinomial. So generate's own sampling is
+    # switched off here, or it warns and samples anyway.
     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     return kwargs
 

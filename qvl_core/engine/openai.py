@@ -24,6 +24,7 @@ from typing import Any, Literal
 from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.literal import neutralise
 from qvl_core.engine.messages import build_messages
+from qvl_core.engine.sampling import SERVER_DEFAULTS, SamplingDefaults
 from qvl_core.engine.sse import MAX_ERROR_CHARS, MAX_EXTRA_EVENTS, StreamCaps, broken, read_events
 from qvl_core.engine.thinking import ThinkingSupport
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
@@ -187,19 +188,27 @@ def thinking_kwargs(request: GenerationRequest) -> dict[str, bool]:
 
 def sampling_fields(request: GenerationRequest, flavor: Flavor) -> dict:
     """Our sampling settings in each server's vocabulary (OpenAI's fields plus what each server adds)."""
+    # Only what the user set: a field left out is the server's default (vLLM's come from the checkpoint's
+    # generation_config), where an explicit value would override it.
     s = request.sampling
-    fields: dict[str, Any] = {"max_tokens": s.max_new_tokens, "temperature": s.temperature}
-    if not s.greedy:
+    fields: dict[str, Any] = {"max_tokens": s.max_new_tokens}
+    if s.temperature is not None:
+        fields["temperature"] = s.temperature
+    if s.top_p is not None and not s.greedy:
         fields["top_p"] = s.top_p
     if s.seed is not None:
         fields["seed"] = s.seed
     if flavor == "vllm":
-        if s.top_k and not s.greedy:
-            fields["top_k"] = s.top_k
-        fields["repetition_penalty"] = s.repetition_penalty
-    elif flavor == "transformers" and s.repetition_penalty != 1.0:
+        if s.top_k is not None and not s.greedy:
+            fields["top_k"] = s.top_k or -1  # vLLM spells "off" -1
+        if s.repetition_penalty is not None:
+            fields["repetition_penalty"] = s.repetition_penalty
+    elif flavor == "transformers" and s.repetition_penalty is not None and s.repetition_penalty != 1.0:
         # transformers serve maps frequency_penalty f to repetition_penalty 1 + f; it has no top_k field.
         fields["frequency_penalty"] = round(s.repetition_penalty - 1.0, 6)
+    # OpenAI's own field, which vLLM and SGLang take too; transformers serve refuses a request that has it.
+    if s.presence_penalty is not None and flavor != "transformers":
+        fields["presence_penalty"] = s.presence_penalty
     return fields
 
 
@@ -430,6 +439,10 @@ class OpenAIBackend:
                                  f"(it lists: {serves}; it said: {error_detail(resp.text)}). Pass the served name "
                                  "with --model (QVL_MODEL).")
         raise http_error(resp.status_code, resp.text, base=self.api_base, model=self._model)
+
+    def sampling_defaults(self) -> SamplingDefaults:
+        """Unknown here: a setting the user leaves alone is not sent, so the server's own default applies."""
+        return SERVER_DEFAULTS
 
     def status(self) -> SessionStatus:
         info = self.load()

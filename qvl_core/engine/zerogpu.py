@@ -18,7 +18,7 @@ from qvl_core.settings import Limits, env_int
 
 if TYPE_CHECKING:
     from qvl_core.engine.local import ModelSession, PreparedInputs
-    from qvl_core.engine.sampling import SamplingParams
+    from qvl_core.engine.sampling import SamplingDefaults, SamplingParams
     from qvl_core.engine.types import Chunk, GenerationRequest, GenerationStats, SessionStatus
     from qvl_core.families import FamilySpec
     from qvl_core.media.video import SampledVideo
@@ -94,6 +94,9 @@ class ZeroGPUBackend:
 
     def load(self) -> Any:
         return self.session.load()
+
+    def sampling_defaults(self) -> SamplingDefaults:
+        return self.session.sampling_defaults()
 
     def status(self) -> SessionStatus:
         from dataclasses import replace

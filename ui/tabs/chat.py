@@ -13,7 +13,7 @@ import gradio as gr
 from qvl_core.draw import draw_detections
 from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import Turn
-from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS
+from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, SamplingDefaults
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.errors import UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
@@ -23,12 +23,14 @@ from qvl_core.parse.safe_markdown import safe_markdown
 from qvl_core.settings import as_number
 from qvl_core.tasks.conversation import Conversation
 from ui.common import (
+    N_SAMPLING_VALUES,
     SamplingControls,
     api_number,
     api_sampling_inputs,
     format_stats,
     gpu_event,
     image_tokens_slider,
+    model_sampling_defaults,
     throttled,
     to_gr_error,
     to_sampling,
@@ -89,11 +91,14 @@ class ChatSettings:
     fps: float
     max_frames: float
     label_media: bool
+    # The model's own sampling settings: slider values still at them are left to the model. None: the API's
+    # values, sent as given.
+    defaults: SamplingDefaults | None = None
 
     def request(self, conv: Conversation) -> GenerationRequest:
         return GenerationRequest(
             turns=conv.turns,
-            sampling=to_sampling(*self.sampling_values),
+            sampling=to_sampling(*self.sampling_values, defaults=self.defaults),
             system=self.system if self.system and self.system.strip() else None,
             max_image_tokens=as_number("max_image_tokens", self.max_image_tokens, whole=True),
             video=VideoBudget(fps=as_number("fps", self.fps), max_frames=as_number("max_frames", self.max_frames,
@@ -164,7 +169,9 @@ class ChatTab:
         if not conv.awaiting_answer:
             yield conv, render(conv)
             return
-        settings = ChatSettings(settings_values[0], tuple(settings_values[1:7]), *settings_values[7:])
+        n = 1 + N_SAMPLING_VALUES
+        settings = ChatSettings(settings_values[0], tuple(settings_values[1:n]), *settings_values[n:],
+                                defaults=model_sampling_defaults(self.session))
         try:
             with contextlib.closing(stream_answer(self.session, conv, settings, files=self.files)) as steps:
                 for conv_now, pending in steps:
@@ -236,8 +243,8 @@ class ChatTab:
                 fps = gr.Slider(0.1, 8, value=DEFAULT_FPS, step=0.1, label="Video sampling fps")
                 max_frames = gr.Slider(2, MAX_FRAMES_LIMIT, value=DEFAULT_MAX_FRAMES, step=2, label="Max video frames")
             label_media = gr.Checkbox(False, label='Label media ("Picture 1:", "Video 1:") so you can refer to them')
-            with gr.Row():
-                sampling = SamplingControls.render(limit=self.session.limits.max_new_tokens)
+            sampling = SamplingControls.render(limit=self.session.limits.max_new_tokens,
+                                               defaults=model_sampling_defaults(self.session))
         examples = _examples()
         if examples:
             gr.Examples(examples=examples, inputs=[box], label="Examples (media made by this project)")

@@ -35,6 +35,7 @@ from ui.common import (
     format_stats,
     gpu_event,
     image_tokens_slider,
+    model_sampling_defaults,
     plain_markdown,
     throttle,
     to_gr_error,
@@ -114,7 +115,8 @@ class DocumentsTab:
         spec = parse_fields(fields) if mode == MODES[3] else None
         return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=dpi,  # JobOptions checks it
                           max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True),
-                          sampling=to_sampling(*sampling_values), fields=spec,
+                          sampling=to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session)),
+                          fields=spec,
                           clamp_pages=n_files > 1)  # pages per job: the backend's limits.max_pdf_pages
 
     def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
@@ -184,6 +186,7 @@ class DocumentsTab:
                 with gr.Accordion("Options", open=False):
                     max_tokens = image_tokens_slider(DEFAULT_DOC_IMAGE_TOKENS)
                     sampling = SamplingControls.render(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS,
+                                                       defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
                 with gr.Row():
                     run_btn = gr.Button("Parse", variant="primary", elem_id="doc-run")

@@ -23,6 +23,7 @@ from ui.common import (
     format_stats,
     gpu_event,
     image_tokens_slider,
+    model_sampling_defaults,
     throttle,
     to_gr_error,
     to_sampling,
@@ -126,7 +127,7 @@ class GroundingTab:
             if not image:
                 raise UserError("Add an image first (upload, drag and drop, paste or webcam).")
             prompt = (prompt or "").strip() or build_prompt(preset, text, self.session.family)
-            sampling = to_sampling(*sampling_values)
+            sampling = to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session))
             result = None
             steps = ground(self.session, image, prompt, sampling=sampling,
                            max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True))
@@ -181,6 +182,7 @@ class GroundingTab:
                 with gr.Accordion("Options", open=False):
                     max_tokens = image_tokens_slider(DEFAULT_MAX_IMAGE_TOKENS)
                     sampling = SamplingControls.render(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS,
+                                                       defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
             with gr.Column(scale=3):
                 annotated = gr.Image(label="Detections", height=460, type="pil", interactive=False,
