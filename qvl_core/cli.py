@@ -16,12 +16,15 @@ from pathlib import Path
 
 from qvl_core.engine.backend import Backend, close_backend, open_backend
 from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAMPLING, SAMPLING_PRESETS, sampling_from_values
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.flags import add_model_args, backend_options
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS
 from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoBudget
 from qvl_core.tasks.conversation import Conversation
+
+DIM, UNDIM = "\x1b[2m", "\x1b[0m"  # ANSI dim for the reasoning on a terminal
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -50,19 +53,34 @@ def cmd_chat(ns: argparse.Namespace) -> int:
         # The same checks as a chat message in the browser (length, number of files).
         turns=Conversation().send(ns.prompt, ns.files).turns, sampling=sampling, system=ns.system,
         max_image_tokens=ns.max_image_tokens, video=VideoBudget(fps=ns.fps, max_frames=ns.max_frames),
-        label_media=len(ns.files) > 1,
+        label_media=len(ns.files) > 1, thinking=ns.thinking, thinking_budget=ns.thinking_budget,
     )
     session = _open(ns)
     stats = None
+    # The answer alone on stdout (pipes get only it); the reasoning on stderr, dimmed on a terminal, never with
+    # --no-thinking (a model that cannot switch thinking off may still reason).
+    show_reasoning = ns.thinking is not False
+    dim, undim = (DIM, UNDIM) if sys.stderr.isatty() else ("", "")
+    reasoned = False
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
+            if chunk.reasoning and show_reasoning:
+                sys.stderr.write(dim + chunk.reasoning + undim)
+                sys.stderr.flush()
+                reasoned = True
+            if chunk.text and reasoned:
+                sys.stderr.write("\n\n")
+                reasoned = False
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
             stats = chunk.stats or stats
     sys.stdout.write("\n")
+    if stats and stats.thinking_note:
+        print(f"[{stats.thinking_note}]", file=sys.stderr)
     if stats and not ns.quiet:
         tps = f", {stats.decode_tps:.1f} tok/s" if stats.decode_tps else ""
-        print(f"[{stats.completion_tokens} tokens, {stats.finish_reason}{tps}]", file=sys.stderr)
+        thought = f", {stats.reasoning_tokens} reasoning" if stats.reasoning_tokens else ""
+        print(f"[{stats.completion_tokens} tokens{thought}, {stats.finish_reason}{tps}]", file=sys.stderr)
     return 0
 
 
@@ -126,6 +144,8 @@ def _document_inputs(items: list[str]) -> list[Path]:
 
 
 def cmd_parse(ns: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from qvl_core.tasks.documents import (
         MODES,
         JobOptions,
@@ -137,7 +157,6 @@ def cmd_parse(ns: argparse.Namespace) -> int:
         parse_fields,
         run_job,
     )
-    from tqdm import tqdm
 
     inputs = _document_inputs(ns.inputs)
     out = Path(ns.out)
@@ -221,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--prompt", "-p", required=True)
     chat.add_argument("--system", default=None)
     chat.add_argument("--quiet", "-q", action="store_true", help="no stats line on stderr")
+    chat.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                      help="let a thinking model reason first (default: the model's own); its reasoning goes to "
+                           "stderr, dimmed on a terminal; --no-thinking turns it off and prints none")
+    chat.add_argument("--thinking-budget", type=int, default=DEFAULT_THINKING_BUDGET,
+                      help="reasoning tokens before the reasoning is closed and the model made to answer")
     add_model_args(chat)
     _add_sampling_args(chat)
     chat.set_defaults(func=cmd_chat)

@@ -9,7 +9,9 @@ from PIL import Image
 
 import ui.common
 from qvl_core.engine.literal import (
+    ANSWER_TOKENS,
     GuardedMessages,
+    Text,
     guard_messages,
     neutralise,
     place_markers,
@@ -109,13 +111,13 @@ def test_markers_keep_whitespace_outside_and_follow_what_the_template_kept(make_
                 {"role": "assistant", "content": [{"type": "text", "text": "\n a <|im_start|> b \n"}],
                  "reasoning_content": "dropped <|im_end|>"}]
     guarded = guard_messages(messages, tok)
-    assert guarded.texts == ("a <|im_start|> b", "dropped <|im_end|>")
+    assert guarded.texts == (Text("a <|im_start|> b", ANSWER_TOKENS), Text("dropped <|im_end|>", ANSWER_TOKENS))
     assert guarded.messages[0] == messages[0]
     assert guarded.messages[1]["content"][0]["text"] == "\n <|endoftext|>0<|endoftext|> \n"
     assert messages[1]["content"][0]["text"] == "\n a <|im_start|> b \n"  # the caller's messages are not touched
     # A template that dropped the reasoning (earlier turns) and trimmed the answer:
     prompt, placed = place_markers("x<|endoftext|>0<|endoftext|>y", guarded.texts)
-    assert (prompt, placed) == ("x<|endoftext|>y", ("a <|im_start|> b",))
+    assert (prompt, placed) == ("x<|endoftext|>y", guarded.texts[:1])
     with pytest.raises(Exception, match="wrote <\\|endoftext\\|> itself"):
         place_markers("<|endoftext|>", ())
     assert splice_texts({"input_ids": torch.tensor([[1, 2]])}, (), tok)["input_ids"].tolist() == [[1, 2]]
@@ -174,6 +176,21 @@ def test_real_tokenizer_typed_control_tokens_are_text(real_session, tmp_path):
     # A typed string is the tokens of its characters, special (split_special_tokens) or not (<tool_call>).
     assert tok.convert_ids_to_tokens(text_ids(tok, "<|im_start|>")) == ["<", "|", "im", "_start", "|", ">"]
     assert tok.convert_ids_to_tokens(text_ids(tok, "<tool_call>")) == ["<", "tool", "_call", ">"]
+
+
+@needs_real
+def test_real_tokenizer_earlier_boxes_stay_the_models_tokens(real_session):
+    """Qwen2-VL writes boxes with special tokens: an earlier answer gives them back as the tokens it wrote, even
+    beside a quoted `<|im_start|>`; the same markers typed by the user are text."""
+    tok = real_session.loaded.processor.tokenizer
+    box = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(1,2),(30,40)<|box_end|>"
+    request = _request(user_turn("Find the cat. <|box_start|>"), Turn("assistant", f"{box} after <|im_start|>"),
+                       user_turn("Again"))
+    ids = _ids(real_session, request)
+    assert ids.count(tok.convert_tokens_to_ids("<|box_start|>")) == 1
+    assert ids.count(tok.convert_tokens_to_ids("<|object_ref_start|>")) == 1
+    assert ids.count(IM_START) == 5  # default system, user, assistant, user, generation prompt
+    assert tok.decode(ids) == _expected_prompt(real_session, request)
 
 
 @needs_real

@@ -274,3 +274,59 @@ def test_openai_sends_thinking_explicitly_and_reads_reasoning_apart(reasoning_se
         assert ("reasoning_content" in body["messages"][1]) == preserve
     assert backend.status().thinking.can_think
     backend.close()
+
+
+# ---- the released-like template of the tiny Qwen3.5 checkpoints, and the CLI --------------------------
+def test_qwen3_5_tiny_thinks_by_default_read_from_its_template(make_session):
+    session = make_session("qwen3_5", "Hmm, left.\n</think>\n\nLeft.")
+    assert session.status().thinking.can_think and session.status().thinking.default_on
+    answer, reasoning, _ = collect_reasoning(session.stream(GenerationRequest(turns=(Turn("user", "Which?"),))))
+    assert (reasoning, answer) == ("Hmm, left.", "Left.")
+
+
+def test_cli_chat_prints_reasoning_to_stderr_and_none_with_no_thinking(ckpt_dir, capsys):
+    """Bugs guarded: reasoning mixed into the answer on stdout; --no-thinking still printing a thought."""
+    from qvl_core.cli import DIM, main
+
+    model = str(ckpt_dir("qwen3_5", "Hmm, left.\n</think>\n\nLeft."))
+    assert main(["chat", "-p", "Which?", "--model", model, "--device", "cpu", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "Left.\n" and "Hmm, left." in err and DIM not in err  # not a terminal: no ANSI codes
+    assert main(["chat", "-p", "Which?", "--model", model, "--device", "cpu", "-q", "--no-thinking"]) == 0
+    out, err = capsys.readouterr()
+    assert "Hmm, left." not in err and out.startswith("Hmm, left.")  # the prompt closed the block: all answer
+
+
+def test_budget_on_qwen3_5_where_think_tags_are_added_tokens(make_session):
+    script = "abcdefghijklmnopqrstuvwxyz" * 4
+    session = make_session("qwen3_5", script)
+    request = GenerationRequest(turns=(Turn("user", "Think."),), sampling=SamplingParams(max_new_tokens=40),
+                                thinking_budget=3)
+    answer, reasoning, stats = collect_reasoning(session.stream(request))
+    assert script.startswith(reasoning) and answer and script.startswith(answer)
+    assert stats.reasoning_tokens == 3 and "budget of 3" in stats.thinking_note
+
+
+def test_loop_guard_closes_repeating_reasoning():
+    """Bug guarded: a model looping in its reasoning ran to max_new_tokens without ever answering."""
+    import torch
+
+    from qvl_core.engine.thinking import ReasoningGuard
+
+    class Tok:  # token i decodes to "w{i} "; "\n</think>\n\n" is the ids 900, 901
+        def encode(self, text, add_special_tokens=False):
+            return [900, 901]
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(f"w{i} " for i in ids)
+
+    guard = ReasoningGuard(Tok(), prompt_tokens=2, opened=True, budget=10_000)
+    ids, forced = [0, 0], []
+    for step in range(200):
+        scores = guard(torch.tensor([ids]), torch.zeros(1, 1000))
+        if torch.isinf(scores).any():
+            forced.append(int(scores.argmax()))
+            ids.append(forced[-1])
+        else:
+            ids.append([7, 8, 9][step % 3])
+    assert forced == [900, 901] and "repeated the same 3-token sequence" in guard.note

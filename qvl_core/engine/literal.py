@@ -22,8 +22,10 @@
 # The model thus sees the person's exact characters, "<|image_pad|>" as "<|", "image", "_pad", "|>", tokenized
 # as if the vocabulary had no such token; text without added-token strings is not touched at all. Zero-width
 # characters were the other choice: they change the text the model reads, and this needs no such compromise.
-# `<think>`/`</think>` are ordinary added tokens the model writes itself: reasoning reaches the template apart
-# from the answer (`reasoning_content`), so any tag left in a text is text too.
+# Two kinds of model-written tokens are not text. Qwen2-VL writes its boxes with special tokens (ANSWER_TOKENS,
+# the ones the decoder keeps in answers): in an earlier answer they go back to the model as the tokens it wrote,
+# in anyone else's text they are text. `<think>`/`</think>` are ordinary added tokens the model writes itself:
+# reasoning reaches the template apart from the answer (`reasoning_content`), so any tag left in a text is text.
 #
 # Where the tokenizer is not ours (`--backend openai`), `neutralise` breaks each special-token string with a zero-
 # width space instead; see there.
@@ -34,6 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from qvl_core.engine.decoding import KEPT_SPECIAL_TOKENS
 from qvl_core.errors import GenerationError
 
 # A special token the Qwen chat templates never write into a prompt (it ends documents in pretraining).
@@ -41,8 +44,18 @@ MARKER = "<|endoftext|>"
 _MARKED = re.compile(re.escape(MARKER) + r"(\d+)" + re.escape(MARKER))
 # The message fields whose strings are text from people, files or answers.
 TEXT_FIELDS = ("text", "reasoning_content")
+# Special tokens an answer holds as tokens (Qwen2-VL's box markers): an earlier answer gives them back as such.
+ANSWER_TOKENS = KEPT_SPECIAL_TOKENS
 # Per-token tensors of the processor's output and the value a text token has in each (input_ids are the text's).
 PER_TOKEN_FILL = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
+
+
+@dataclass(frozen=True)
+class Text:
+    """One message text put in as a marker; `keep`: the added-token strings in it that stay tokens."""
+
+    text: str
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,45 +63,51 @@ class GuardedMessages:
     """Chat messages whose texts with added-token strings are markers, and those texts by marker index."""
 
     messages: list[dict]
-    texts: tuple[str, ...]
+    texts: tuple[Text, ...]
 
 
-def added_token_pattern(tokenizer: Any) -> re.Pattern[str] | None:
-    """Every added-token string of `tokenizer` (special or not), longest first; None if it has none."""
-    tokens = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+def added_token_pattern(tokenizer: Any, exclude: tuple[str, ...] = ()) -> re.Pattern[str] | None:
+    """Every added-token string of `tokenizer` (special or not) but `exclude`, longest first; None if none."""
+    tokens = sorted((t for t in tokenizer.get_added_vocab() if t not in exclude), key=len, reverse=True)
     return re.compile("|".join(re.escape(t) for t in tokens)) if tokens else None
 
 
 def guard_messages(messages: list[dict], tokenizer: Any) -> GuardedMessages:
-    """A copy of `messages` where each text containing an added-token string is a marker (whitespace kept)."""
-    pattern = added_token_pattern(tokenizer)
-    texts: list[str] = []
+    """A copy of `messages` where each text containing an added-token string is a marker (whitespace kept).
 
-    def guard(text: str) -> str:
+    An assistant message's ANSWER_TOKENS are no reason to guard it: they are the tokens the model wrote.
+    """
+    keep = tuple(t for t in ANSWER_TOKENS if t in tokenizer.get_added_vocab())
+    patterns = {False: added_token_pattern(tokenizer), True: added_token_pattern(tokenizer, exclude=keep)}
+    texts: list[Text] = []
+
+    def guard(text: str, answer: bool) -> str:
+        pattern = patterns[answer]
         if pattern is None or not pattern.search(text):
             return text
         core = text.strip()
         lead, trail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
-        texts.append(core)
+        texts.append(Text(core, keep if answer else ()))
         return f"{lead}{MARKER}{len(texts) - 1}{MARKER}{trail}"
 
     out: list[dict] = []
     for message in messages:
+        answer = message.get("role") == "assistant"
         copy = dict(message)
         content = message.get("content")
         if isinstance(content, str):
-            copy["content"] = guard(content)
+            copy["content"] = guard(content, answer)
         elif isinstance(content, list):
-            copy["content"] = [{k: guard(v) if k == "text" and isinstance(v, str) else v for k, v in part.items()}
-                               for part in content]
+            copy["content"] = [{k: guard(v, answer) if k == "text" and isinstance(v, str) else v
+                                for k, v in part.items()} for part in content]
         for key in TEXT_FIELDS:
             if isinstance(message.get(key), str):
-                copy[key] = guard(message[key])
+                copy[key] = guard(message[key], answer)
         out.append(copy)
     return GuardedMessages(out, tuple(texts))
 
 
-def place_markers(prompt: str, texts: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+def place_markers(prompt: str, texts: tuple[Text, ...]) -> tuple[str, tuple[Text, ...]]:
     """The rendered `prompt` with each kept marker as one MARKER, and the texts they stand for, in prompt order."""
     placed = tuple(texts[int(m.group(1))] for m in _MARKED.finditer(prompt))
     prompt = _MARKED.sub(MARKER, prompt)
@@ -97,11 +116,16 @@ def place_markers(prompt: str, texts: tuple[str, ...]) -> tuple[str, tuple[str, 
     return prompt, placed
 
 
-def text_ids(tokenizer: Any, text: str) -> list[int]:
-    """`text` tokenized as plain text: no added token (special or not) is matched, every character is text.
+def text_ids(tokenizer: Any, text: str, keep: tuple[str, ...] = ()) -> list[int]:
+    """`text` tokenized as plain text: no added token (special or not) but those in `keep` is matched.
 
-    For text without added-token strings this is exactly `tokenizer(text, add_special_tokens=False)`.
+    For text without added-token strings this is exactly `tokenizer(text, add_special_tokens=False)`; `keep`
+    strings are cut out first, as the tokenizer cuts out its added tokens.
     """
+    if keep:
+        parts = re.split("(" + "|".join(re.escape(t) for t in keep) + ")", text)
+        return [i for k, part in enumerate(parts) if part
+                for i in ([tokenizer.convert_tokens_to_ids(part)] if k % 2 else text_ids(tokenizer, part))]
     backend = tokenizer.backend_tokenizer
     if backend.normalizer is not None:
         text = backend.normalizer.normalize_str(text)
@@ -109,7 +133,7 @@ def text_ids(tokenizer: Any, text: str) -> list[int]:
     return [token.id for piece, _ in pieces for token in backend.model.tokenize(piece)]
 
 
-def splice_texts(inputs: Any, texts: tuple[str, ...], tokenizer: Any) -> Any:
+def splice_texts(inputs: Any, texts: tuple[Text, ...], tokenizer: Any) -> Any:
     """The processor's output with each MARKER id replaced by its text's plain-text ids (batch of one)."""
     if not texts:
         return inputs
@@ -123,7 +147,7 @@ def splice_texts(inputs: Any, texts: tuple[str, ...], tokenizer: Any) -> Any:
     at = [i for i, t in enumerate(row) if t == marker_id]
     if len(at) != len(texts):
         raise GenerationError(f"{len(at)} {MARKER} ids in the prompt for {len(texts)} message texts.")
-    pieces = [text_ids(tokenizer, t) for t in texts]
+    pieces = [text_ids(tokenizer, t.text, t.keep) for t in texts]
     new_row: list[int] = []
     # Which positions of the new row came from the old one (-1: a spliced text token).
     origin: list[int] = []

@@ -10,8 +10,8 @@ from qvl_core.parse.thinking import THINK_CLOSE, THINK_OPEN
 # Named defaults and limits.
 DEFAULT_THINKING_BUDGET = 4096  # reasoning tokens before the reasoning is closed and the model made to answer
 MAX_THINKING_BUDGET = 262144  # the longest Qwen context; a budget past it can never be reached
-# The loop guard: the same LOOP_NGRAM tokens written LOOP_REPEATS times in a row is a loop, not reasoning.
-LOOP_NGRAM_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# The loop guard: the same n-gram of tokens written LOOP_REPEATS times in a row is a loop, not reasoning.
+LOOP_MAX_NGRAM = 64  # every n-gram size up to this is checked (a 3-token loop is no 2- or 4-token one)
 LOOP_REPEATS = 12
 LOOP_MIN_TOKENS = 64  # a run shorter than this (e.g. 12 dashes of a table rule) is not a loop yet
 # What is forced to close the reasoning: the released templates write exactly this between reasoning and answer.
@@ -95,7 +95,7 @@ def close_token_ids(tokenizer: Any) -> list[int]:
 def repeating_ngram(ids: list[int]) -> int | None:
     """Pure: the size of an n-gram that the tail of `ids` repeats LOOP_REPEATS times in a row (and over at least
     LOOP_MIN_TOKENS tokens), or None."""
-    for n in LOOP_NGRAM_SIZES:
+    for n in range(1, LOOP_MAX_NGRAM + 1):
         span = max(n * LOOP_REPEATS, -(-LOOP_MIN_TOKENS // n) * n)  # whole repeats, LOOP_MIN_TOKENS at least
         if len(ids) < span:
             continue
@@ -140,8 +140,8 @@ class ReasoningGuard:
                 self._close(f"Reasoning reached the thinking budget of {self.budget} tokens; it was closed so "
                             "the model answers.")
             elif (n := repeating_ngram(self.reasoning_ids)) is not None:
-                self._close(f"Reasoning repeated the same {n}-token sequence {LOOP_REPEATS} times in a row; it "
-                            "was closed so the model answers.")
+                self._close(f"Reasoning repeated the same {n}-token sequence at least {LOOP_REPEATS} times in a "
+                            "row; it was closed so the model answers.")
         if self.forcing:
             forced = self.forcing.pop(0)
             if not self.forcing:
