@@ -82,6 +82,16 @@ def fast_tier_guard(request, monkeypatch):
         monkeypatch.setattr(gradio.Blocks, "launch", launch)
 
 
+# The tiny Qwen3.5 checkpoints think by default, like the released Qwen3.5 >= 4B: the generation prompt opens the
+# reasoning, so a scripted answer for them is written as such a model writes it, reasoning first.
+THINKING_FAMILIES = ("qwen3_5", "qwen3_5_moe")
+
+
+def as_model_writes(family: str, answer: str) -> str:
+    """`answer` as `family` writes it by default: after a short reasoning closed by </think> where it thinks."""
+    return f"Looking at it.\n</think>\n\n{answer}" if family in THINKING_FAMILIES else answer
+
+
 @pytest.fixture(scope="session")
 def ckpt_dir(tmp_path_factory):
     """Build (once) and return the folder of a tiny checkpoint: ckpt_dir(family, answer=None)."""

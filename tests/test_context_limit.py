@@ -13,9 +13,10 @@ from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import UserError
 
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"]
 # The released checkpoints' text-config context, which the tiny builds copy.
-RELEASED_CONTEXT = {"qwen2_vl": 32768, "qwen2_5_vl": 128000, "qwen3_vl": 262144}
+RELEASED_CONTEXT = {"qwen2_vl": 32768, "qwen2_5_vl": 128000, "qwen3_vl": 262144, "qwen3_5": 262144,
+                    "qwen3_5_moe": 262144}
 
 
 @pytest.mark.parametrize(("prompt", "new", "context", "message"), [

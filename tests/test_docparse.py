@@ -704,7 +704,7 @@ FRAGMENTS = ["<div", "<div class='formula'", " data-bbox='1 2 3 4'", ' data-bbox
              "</think>", "$$", "|", "*", "_", "`", "\n", " ", "<pre>", "<span class=formula>", "<h2>", "</h2>",
              "<html>", "<body>", "<head>", "<a href='#x'>", "<caption>", "x", "é", "\x00", "<table><tr><td>"]
 html_soup = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=40).map("".join)
-FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+FAMILY_NAMES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"]
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

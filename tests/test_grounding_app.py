@@ -13,13 +13,14 @@ from PIL import Image
 from qvl_core.families import family_for
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS
 from qvl_core.tasks.grounding import ground, planned_input_size
+from tests.conftest import as_model_writes
 from ui.tabs.grounding import GroundingTab
 
 # A 1000x500 photo is seen by the 28-px families as 1008x504 and by Qwen3-VL (32 px) as 992x512.
 ORIGINAL = (1000, 500)
 EXPECTED_BOX = (250.0, 125.0, 500.0, 375.0)
 EXPECTED_POINT = (700.0, 250.0)
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"]
 
 
 def scripted_answer(family: str) -> str:
@@ -63,7 +64,7 @@ def _check(detections: list[dict]) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_scripted_boxes_are_exact_in_original_pixels(make_session, photo, family):
-    session = make_session(family, scripted_answer(family))
+    session = make_session(family, as_model_writes(family, scripted_answer(family)))
     *_, last = ground(session, photo, "Find the red box and the dot.")
     result = last.result
     assert result.image_size == ORIGINAL
@@ -73,7 +74,7 @@ def test_scripted_boxes_are_exact_in_original_pixels(make_session, photo, family
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tab_handler_streams_then_draws(make_session, photo, family):
-    tab = GroundingTab(make_session(family, scripted_answer(family)))
+    tab = GroundingTab(make_session(family, as_model_writes(family, scripted_answer(family))))
     steps = list(tab.run(photo, "Detect", "red box", "", 1280, 2048, 0.0, 1.0, 0, 1.05, -1))
     annotated, rows, summary, json_path, raw, prompt = steps[-1]
     assert "red box" in prompt and raw == scripted_answer(family)
@@ -142,7 +143,7 @@ def test_resolution_info(make_session, photo):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_ground_api(make_session, launch_app, photo, family):
-    demo = launch_app(make_session(family, scripted_answer(family)))
+    demo = launch_app(make_session(family, as_model_writes(family, scripted_answer(family))))
     client = Client(demo.local_url, verbose=False)
     drawn, detections = client.predict(image=handle_file(photo), text="red box", api_name="/ground")
     _check(detections)
@@ -154,7 +155,8 @@ def test_ground_api(make_session, launch_app, photo, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cli_ground_writes_json_and_drawing(qvl_cli, ckpt_dir, photo, tmp_path, family):
     out_json, out_png = tmp_path / "d.json", tmp_path / "d.png"
-    proc = qvl_cli("ground", photo, "red box", "--model", str(ckpt_dir(family, scripted_answer(family))), "--device",
+    model = ckpt_dir(family, as_model_writes(family, scripted_answer(family)))
+    proc = qvl_cli("ground", photo, "red box", "--model", str(model), "--device",
                    "cpu", "--json", str(out_json), "--draw", str(out_png))
     assert proc.returncode == 0, proc.stderr
     _check(json.loads(out_json.read_text()))

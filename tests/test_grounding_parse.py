@@ -24,17 +24,18 @@ from qvl_core.parse.grounding import (
     parse_grounding,
 )
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe")
 ORIGINAL = (1000, 500)  # (width, height) of the photo the user uploaded
 # What each family saw at the default budget (checked in test_input_sizes): 28 px tokens give 1008x504,
 # Qwen3-VL's 32 px tokens give 992x512.
-INPUT = {"qwen2_vl": (1008, 504), "qwen2_5_vl": (1008, 504), "qwen3_vl": (992, 512)}
+INPUT = {"qwen2_vl": (1008, 504), "qwen2_5_vl": (1008, 504), "qwen3_vl": (992, 512), "qwen3_5": (992, 512),
+         "qwen3_5_moe": (992, 512)}
 
 # The same things written in each family's own coordinates. Qwen2.5-VL: pixels of the 1008x504 input
 # (x 1008/1000, y 504/500 of the original); Qwen2-VL, Qwen3-VL: 0..1000 over the image.
 _ABS = {"A": (252, 126, 504, 252), "B": (630, 378, 882, 504), "P": (378, 252), "OUT": (-10, 126, 1100, 252)}
 _NORM = {"A": (250, 250, 500, 500), "B": (625, 750, 875, 1000), "P": (375, 500), "OUT": (-10, 250, 1100, 500)}
-MODEL = {"qwen2_vl": _NORM, "qwen2_5_vl": _ABS, "qwen3_vl": _NORM}
+MODEL = {"qwen2_vl": _NORM, "qwen2_5_vl": _ABS, "qwen3_vl": _NORM, "qwen3_5": _NORM, "qwen3_5_moe": _NORM}
 # ... and where they are in the original 1000x500 image, for every family.
 A = (250.0, 125.0, 500.0, 250.0)
 B = (625.0, 375.0, 875.0, 500.0)
@@ -440,7 +441,8 @@ PROMPT_EXPECTATIONS = {
 def test_build_prompt(preset, family):
     text = " cat,dog ,, cat" if preset == "Detect" else "the red car"
     prompt = build_prompt(preset, text, family)
-    for phrase in PROMPT_EXPECTATIONS[preset][family]:
+    # Qwen3.5 writes boxes as Qwen3-VL does (0-1000 JSON): the same prompts.
+    for phrase in PROMPT_EXPECTATIONS[preset]["qwen3_vl" if family.startswith("qwen3") else family]:
         assert phrase in prompt, (phrase, prompt)
     if family == "qwen2_vl":
         assert "JSON" not in prompt  # Qwen2-VL answers with its special tokens, not JSON

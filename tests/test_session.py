@@ -17,8 +17,9 @@ from qvl_core.engine.messages import Turn, user_turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.types import GenerationRequest
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
+from tests.conftest import as_model_writes
 
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"]
 
 
 def ask(text: str, files=(), max_new_tokens: int = 16, **kwargs) -> GenerationRequest:
@@ -86,7 +87,7 @@ def test_video_carries_its_true_sampling_rate(make_session, media_dir, family):
     if family == "qwen2_5_vl":
         # 2 frames per patch at 2 fps: each temporal step is exactly 1 s.
         assert prepared.inputs["second_per_grid_ts"] == pytest.approx([1.0])
-    if family == "qwen3_vl":
+    if family in ("qwen3_vl", "qwen3_5", "qwen3_5_moe"):  # Qwen3-VL's processor writes "<t seconds>"
         prompt = s.loaded.processor.tokenizer.decode(prepared.inputs["input_ids"][0])
         # Frame pairs are stamped with the mean time of the pair: (0 + 0.5) / 2, (1 + 1.5) / 2, ...
         assert "<0.2 seconds>" in prompt and "<3.2 seconds>" in prompt
@@ -107,7 +108,7 @@ def test_multi_turn_conversation_with_media_in_history(make_session, media_dir):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_scripted_answer_comes_out_exactly(make_session, media_dir, family):
     answer = 'Here:\n```json\n[{"bbox_2d": [12, 30, 200, 180], "label": "café ✓ 日本"}]\n```'
-    s = make_session(family, answer)
+    s = make_session(family, as_model_writes(family, answer))
     assert s.status().scripted and s.status().random_weights
     text, stats = s.generate(ask("Find it", [media_dir / "noise.png"], max_new_tokens=200))
     assert text == answer and stats.finish_reason == "stop"

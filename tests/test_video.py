@@ -385,7 +385,7 @@ def test_qwen3_stamps_are_the_real_mean_time_of_each_frame_pair(make_session, vi
     assert stamps == pytest.approx(real, abs=0.05 + 1e-6)  # the prompt shows one decimal
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
 def test_the_model_gets_the_frames_at_the_size_they_were_sampled(make_session, family):
     """Regression: Qwen3-VL's processor bounds the pixels of ALL frames, so 128 frames of a 640x480 clip
     sampled at 576x416 reached the model at 416x288: the estimate said 14,976 visual tokens, it got 7,488."""
@@ -394,7 +394,8 @@ def test_the_model_gets_the_frames_at_the_size_they_were_sampled(make_session, f
     budget = VideoBudget(fps=2, max_frames=128)
     est = estimate(video.VideoInfo(64.0, 30.0, 1920, 640, 480, 0, "pyav"), spec, budget)
     (w, h), n = est.frame_size, est.frames
-    assert (n, est.visual_tokens) == (128, 14976) and (family != "qwen3_vl" or (w, h) == (576, 416))
+    assert (n, est.visual_tokens) == (128, 14976)
+    assert family not in ("qwen3_vl", "qwen3_5", "qwen3_5_moe") or (w, h) == (576, 416)
     sampled = video.SampledVideo(frames=np.zeros((n, h, w, 3), np.uint8), timestamps=[k / 2 for k in range(n)],
                                  fps=2.0, source_fps=30.0, total_frames=1920, indices=list(range(0, 1920, 15)))
     request = GenerationRequest(turns=(user_turn("What happens?", ["clip.mp4"]),), video=budget)

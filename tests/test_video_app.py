@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 
 from qvl_core.media.video import VideoBudget
 from qvl_core.tasks.video import PRESETS, ask_video, build_video_prompt
+from tests.conftest import as_model_writes
 from ui.tabs.video import VideoTab, answer_html
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,18 +26,20 @@ def last(gen):
     return final
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
 def test_spans_are_in_seconds_of_the_file(make_session, family):
-    answer = last(ask_video(make_session(family, ANSWER), CLOCK, "When does it turn blue?")).answer
+    session = make_session(family, as_model_writes(family, ANSWER))
+    answer = last(ask_video(session, CLOCK, "When does it turn blue?")).answer
     assert answer.raw == ANSWER and answer.clock_offset == 0.0
     assert [(s.start, s.end) for s in answer.spans] == [(4.0, 5.0), (2.5, None)]
     assert answer.video.fps == pytest.approx(2.0) and answer.video.indices[:3] == [0, 5, 10]
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
 def test_trimmed_clip_times_map_back_to_the_file(make_session, family):
     """The model's clock starts at the clip (2 s in): its 4.0 s is 6.0 s of the file."""
-    answer = last(ask_video(make_session(family, ANSWER), CLOCK, "When?", start=2.0, end=8.0)).answer
+    session = make_session(family, as_model_writes(family, ANSWER))
+    answer = last(ask_video(session, CLOCK, "When?", start=2.0, end=8.0)).answer
     assert answer.video.timestamps[0] == pytest.approx(2.0) and answer.clock_offset == pytest.approx(2.0)
     assert [(s.start, s.end) for s in answer.spans] == [(6.0, 7.0), (4.5, None)]
 
