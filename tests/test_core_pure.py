@@ -47,6 +47,8 @@ def test_unknown_family_names_what_is_supported():
     ("repetition_penalty", 0.5, "repetition_penalty must be between 1.0 and 2.0"),
     ("seed", -5, "seed must be between"),
     ("temperature", "hot", "temperature must be a number"),
+    ("presence_penalty", 2.5, "presence_penalty must be between -2.0 and 2.0"),
+    ("presence_penalty", float("inf"), "presence_penalty must be a number"),
 ])
 def test_invalid_sampling_values_name_the_limit(field, value, message):
     with pytest.raises(UserError, match=message):
@@ -56,7 +58,7 @@ def test_invalid_sampling_values_name_the_limit(field, value, message):
 def test_sampling_from_slider_values():
     p = sampling_from_values(max_new_tokens=128.0, temperature=0.7, top_k=40.0, seed=-1)
     assert p.max_new_tokens == 128 and p.top_k == 40 and p.seed is None and not p.greedy
-    assert SamplingParams().greedy
+    assert SamplingParams(temperature=0.0).greedy and not SamplingParams().greedy  # None: the model's own
 
 
 # ---- resize ---------------------------------------------------------------------------------------
