@@ -15,7 +15,7 @@ from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.engine.types import GenerationRequest, GenerationStats
 from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
-from qvl_core.media.video import SampledVideo, VideoBudget, sample_frames
+from qvl_core.media.video import SampledVideo, VideoBudget, probe, sample_frames
 from qvl_core.parse.timespans import TimeSpan, parse_time_spans
 from qvl_core.settings import MAX_PROMPT_CHARS, check_text
 
@@ -100,6 +100,9 @@ def ask_video(session: Backend, video: str | Path, prompt: str, *, budget: Video
     `GenerationRequest`."""
     check_text("The video question (prompt)", prompt, MAX_PROMPT_CHARS)  # before the clip is decoded
     budget = video_budget(budget or VideoBudget(), session.limits)  # the app's duration limit
+    if probe(video).duration <= 0:  # FFmpeg reads a picture as one frame lasting 0 s (Chat takes it as such)
+        raise UserError(f"{Path(video).name!r} is not a video this app can read: it is one still picture with no "
+                        "duration (an image renamed?). Choose an mp4, mov, mkv, webm or avi video.")
     sampled = sample_frames(video, session.family, budget, start=start, end=end)
     request = GenerationRequest(
         turns=(Turn("user", prompt, (Media("video", str(video)),)),),
