@@ -1,4 +1,4 @@
-"""The `qvl` batch commands: `chat` about media, `ground` things, `parse` documents, ask about a `video`.
+"""The `qvl` batch commands: `chat` about media, `ground` things, `parse` documents, ask about a `video`, `agent`.
 
 `qvl serve` (the web app) is added by `ui.cli`, which is what the installed `qvl` script runs.
 """
@@ -120,6 +120,58 @@ def cmd_ground(ns: argparse.Namespace) -> int:
               f"{result.input_size[0]}x{result.input_size[1]}; {result.stats.finish_reason}]", file=sys.stderr)
         if not detections:
             print(f"[the model found nothing; its answer: {result.raw[:500]!r}]", file=sys.stderr)
+    return 0
+
+
+def cmd_agent(ns: argparse.Namespace) -> int:
+    from qvl_core.draw import draw_action, draw_zoom
+    from qvl_core.media.images import open_image
+    from qvl_core.tasks.agent import Trajectory, agent_step, zoom_answer
+
+    if ns.zoom:  # think with images: answer TASK as a question, zooming into the original
+        session = _open(ns)
+        result = None
+        with contextlib.closing(zoom_answer(session, ns.screenshot, ns.task, max_zooms=ns.max_zooms,
+                                            sampling=_sampling(ns), max_image_tokens=ns.max_image_tokens,
+                                            thinking=ns.thinking)) as steps:
+            for step in steps:
+                result = step.result or result
+        assert result is not None
+        out = result.to_json()
+        if ns.draw:
+            draw_zoom(open_image(ns.screenshot, max_pixels=session.limits.max_image_pixels),
+                      [z.call for z in result.zooms]).save(ns.draw)
+        problem = result.problem
+        print(result.answer)
+    else:
+        history = None
+        if ns.history:
+            try:
+                history = Trajectory.from_json(json.loads(Path(ns.history).read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"--history {ns.history!r} is not a trajectory JSON file: {exc}") from None
+        trajectory = Trajectory(ns.task, ns.screen, history.steps if history else ())
+        session = _open(ns)
+        step_result = None
+        with contextlib.closing(agent_step(session, ns.screenshot, trajectory, sampling=_sampling(ns),
+                                           max_image_tokens=ns.max_image_tokens, thinking=ns.thinking)) as steps:
+            for step in steps:
+                step_result = step.result or step_result
+        assert step_result is not None
+        trajectory = trajectory.with_step(step_result, ns.screenshot)
+        out = {**step_result.to_json(), "trajectory": trajectory.to_json()}
+        if ns.draw:
+            draw_action(open_image(ns.screenshot, max_pixels=session.limits.max_image_pixels), step_result.action,
+                        start=step_result.start,
+                        problem=step_result.problem.message if step_result.problem else None).save(ns.draw)
+        problem = step_result.problem
+        print(json.dumps(step_result.action.to_json() if step_result.action else None, ensure_ascii=False))
+    text = json.dumps(out, indent=2, ensure_ascii=False)
+    if ns.json:
+        Path(ns.json).write_text(text + "\n", encoding="utf-8")
+    if problem is not None:
+        print(f"qvl: no action: {problem.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -292,7 +344,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(vid)
     _add_sampling_args(vid)
     vid.set_defaults(func=cmd_video, max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS)
-    for command in (chat, grd, prs, vid):
+    from qvl_core.tasks.agent import DEFAULT_AGENT_MAX_NEW_TOKENS, DEFAULT_MAX_ZOOMS, SCREENS
+
+    agt = sub.add_parser("agent", help="the next computer/phone action on a screenshot, in original pixels "
+                                      "(or --zoom: answer by zooming in)")
+    agt.add_argument("screenshot")
+    agt.add_argument("task", help="what the agent should do (with --zoom: the question)")
+    agt.add_argument("--screen", choices=SCREENS, default="computer")
+    agt.add_argument("--json", default=None, help="write the step (action, coordinates, sizes, raw answer) and "
+                                                  "the trajectory so far here")
+    agt.add_argument("--draw", default=None, help="write the screenshot with the action drawn here (PNG/JPEG)")
+    agt.add_argument("--history", default=None, help="continue a task: an earlier step's --json file")
+    agt.add_argument("--zoom", action="store_true", help="answer TASK as a question, zooming into the image")
+    agt.add_argument("--max-zooms", type=int, default=DEFAULT_MAX_ZOOMS)
+    agt.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                     help="let a thinking model reason first (default: the model's own)")
+    add_model_args(agt)
+    _add_sampling_args(agt)
+    agt.set_defaults(func=cmd_agent, max_new_tokens=DEFAULT_AGENT_MAX_NEW_TOKENS)
+    for command in (chat, grd, prs, vid, agt):
         command.add_argument("--verbose", "-v", action="store_true",
                              help="also log what led to an error (each video decoder tried, native decoder output)")
     return parser

@@ -7,6 +7,7 @@ Pure PIL (Gradio is not imported). Coordinates are ORIGINAL image pixels, as `pa
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from qvl_core.parse.grounding import Detection
 from qvl_core.parse.layout import LayoutBlock
+from qvl_core.parse.toolcall import AgentAction, ZoomCall
 
 # Named limits and sizes (relative to the image's short side, so marks read the same on any image).
 MAX_LABEL_CHARS = 40  # labels come from the model: long ones are cut with an ellipsis
@@ -224,4 +226,104 @@ def draw_layout(image: Image.Image, blocks: list[LayoutBlock] | tuple[LayoutBloc
         ly = y1 - th if y1 - th >= 0 else y1  # above the box, or inside it at the top edge
         draw.rectangle((lx, ly, lx + tw, ly + th), fill=(*color, LAYOUT_TAG_ALPHA))
         draw.text((lx + 3 - tx1, ly + 2 - ty1), b.kind, fill=(255, 255, 255, 255), font=font)
+    return out
+
+
+# --- Agent actions (screenshots) ------------------------------------------------------------------
+ACTION_COLOR = (230, 25, 75)  # the marker, arrow and tag of the action to take
+FINAL_COLOR = (0, 110, 60)  # the banner of terminate / answer
+ZOOM_COLOR = (0, 130, 200)
+MARKER_RADIUS_FRACTION = 1 / 40  # click ring, relative to the short side
+SCROLL_ARROW_FRACTION = 1 / 6  # a scroll arrow's length, relative to the short side
+MAX_ACTION_TEXT_CHARS = 80  # typed text / keys shown beside the marker
+
+
+def _action_caption(action: AgentAction) -> str:
+    """What the tag beside the marker says: the action and its text, keys, button or duration."""
+    detail = (action.text if action.text is not None else "+".join(action.keys) if action.keys
+              else action.button or (f"{action.time:g} s" if action.time is not None else "")
+              or (f"{action.pixels:+g} px" if action.pixels is not None else ""))
+    return _truncate(f"{action.action}: {detail}" if detail else action.action, MAX_ACTION_TEXT_CHARS)
+
+
+def _arrow(draw: ImageDraw.ImageDraw, start: tuple[float, float], end: tuple[float, float], color, width: int) -> None:
+    draw.line((start, end), fill=color, width=width)
+    angle = math.atan2(end[1] - start[1], end[0] - start[0])
+    head = max(6.0, width * 4.0)
+    for turn in (2.6, -2.6):
+        draw.line((end, (end[0] + head * math.cos(angle + turn), end[1] + head * math.sin(angle + turn))),
+                  fill=color, width=width)
+
+
+def _tag(draw: ImageDraw.ImageDraw, at: tuple[float, float], text: str, color, font, size) -> None:
+    """A filled tag with `text`, just right of and above `at`, kept inside the image."""
+    w, h = size
+    label = _fit(draw, text, font, max(1, w - 4))
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    tw, th = right - left + 6, bottom - top + 6
+    tx = min(max(0.0, at[0]), max(0.0, w - tw))
+    ty = min(max(0.0, at[1] - th), max(0.0, h - th))
+    draw.rectangle((tx, ty, tx + tw, ty + th), fill=color)
+    draw.text((tx + 3 - left, ty + 3 - top), label, fill=_ink_for(color), font=font)
+
+
+def draw_action(image: Image.Image, action: AgentAction | None, *, start: tuple[float, float] | None = None,
+                problem: str | None = None, max_side: int = MAX_DISPLAY_SIDE) -> Image.Image:
+    """A display-sized copy of the ORIGINAL screenshot with the action drawn (points in its pixels).
+
+    A ring and cross at a click, an arrow for a swipe (coordinate -> coordinate2) or a drag (from `start`, the
+    pointer's last position, when known), a scroll arrow, typed text or keys beside the marker, and a banner for
+    terminate / answer / wait and any action without a point. `problem`: a banner saying why there is no action.
+    """
+    shown, (sx, sy) = display_copy(image.convert("RGB"), max_side)
+    out = shown.copy() if shown is image else shown
+    draw = ImageDraw.Draw(out)
+    w, h = out.size
+    short = min(w, h)
+    width = max(2, round(short * LINE_WIDTH_FRACTION * 1.5))
+    font = _font(max(MIN_FONT_SIZE, min(MAX_FONT_SIZE, round(short * FONT_SIZE_FRACTION))))
+
+    def scale(p: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if p is None else (p[0] * sx, p[1] * sy)
+
+    if action is None:
+        _tag(draw, (0, h), _truncate(f"no action: {problem or 'the answer had none'}", MAX_ACTION_TEXT_CHARS * 2),
+             (90, 90, 90), font, (w, h))
+        return out
+    p1, p2, p0 = scale(action.coordinate), scale(action.coordinate2), scale(start)
+    caption = _action_caption(action)
+    if p1 is None:  # key, type without a point, wait, terminate, answer, system_button, open
+        _tag(draw, (0, h), caption, FINAL_COLOR if action.final else ACTION_COLOR, font, (w, h))
+        return out
+    radius = max(4, round(short * MARKER_RADIUS_FRACTION))
+    if p2 is not None:
+        _arrow(draw, p1, p2, ACTION_COLOR, width)
+    if action.action == "left_click_drag" and p0 is not None:
+        _arrow(draw, p0, p1, ACTION_COLOR, width)
+    if action.action in ("scroll", "hscroll"):
+        length = short * SCROLL_ARROW_FRACTION * (1 if (action.pixels or 0) >= 0 else -1)
+        # Positive pixels scroll up (the content moves down): the arrow points the way the view moves.
+        end = (p1[0] + length, p1[1]) if action.action == "hscroll" else (p1[0], p1[1] - length)
+        _arrow(draw, p1, end, ACTION_COLOR, width)
+    x, y = p1
+    draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=ACTION_COLOR, width=width)
+    draw.line((x - radius * 1.6, y, x + radius * 1.6, y), fill=ACTION_COLOR, width=max(1, width // 2))
+    draw.line((x, y - radius * 1.6, x, y + radius * 1.6), fill=ACTION_COLOR, width=max(1, width // 2))
+    _tag(draw, (x + radius, y - radius), caption, ACTION_COLOR, font, (w, h))
+    return out
+
+
+def draw_zoom(image: Image.Image, zooms: list[ZoomCall] | tuple[ZoomCall, ...], max_side: int = MAX_DISPLAY_SIDE
+              ) -> Image.Image:
+    """A display-sized copy of the ORIGINAL image with each zoom region outlined and numbered."""
+    shown, (sx, sy) = display_copy(image.convert("RGB"), max_side)
+    out = shown.copy() if shown is image else shown
+    draw = ImageDraw.Draw(out)
+    short = min(out.size)
+    width = max(2, round(short * LINE_WIDTH_FRACTION))
+    font = _font(max(MIN_FONT_SIZE, min(MAX_FONT_SIZE, round(short * FONT_SIZE_FRACTION))))
+    for n, z in enumerate(zooms, 1):
+        x1, y1, x2, y2 = z.box[0] * sx, z.box[1] * sy, z.box[2] * sx, z.box[3] * sy
+        draw.rectangle((x1, y1, x2, y2), outline=ZOOM_COLOR, width=width)
+        _tag(draw, (x1, y1), f"zoom {n}" + (f": {z.label}" if z.label else ""), ZOOM_COLOR, font, out.size)
     return out
