@@ -76,7 +76,7 @@ def test_scripted_boxes_are_exact_in_original_pixels(make_session, photo, family
 def test_tab_handler_streams_then_draws(make_session, photo, family):
     tab = GroundingTab(make_session(family, as_model_writes(family, scripted_answer(family))))
     steps = list(tab.run(photo, "Detect", "red box", "", 1280, 2048, 0.0, 1.0, 0, 1.05, -1))
-    annotated, rows, summary, json_path, raw, prompt = steps[-1]
+    annotated, rows, summary, json_path, raw, prompt, _reasoning = steps[-1]
     assert "red box" in prompt and raw == scripted_answer(family)
     assert "**2 found**" in summary and "1000×500" in summary
     assert annotated.size == ORIGINAL  # labels are drawn on the image itself (no tinted AnnotatedImage)

@@ -27,9 +27,11 @@ from qvl_core.engine.sampling import (
     SamplingParams,
     sampling_from_values,
 )
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET, MAX_THINKING_BUDGET, ThinkingSupport
 from qvl_core.engine.types import Chunk, GenerationStats
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LIMIT
+from qvl_core.settings import as_number
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ T = TypeVar("T")
 
 N_SAMPLING_VALUES = 7  # how many values `SamplingControls.components` hands a handler
 MODEL_PRESET = "Model's defaults"  # the preset dropdown's choice that puts the model's own values back
+# Grounding, Documents and Video QA start with thinking OFF on models that can switch it: their answers are parsed
+# (boxes, HTML, fields, times), which reasoning first rarely improves, and a thinking model spends thousands of
+# tokens (minutes on one GPU, per page of a document) before the first box or time. Chat keeps the model's default.
+PARSED_TASK_THINKING = False
 
 
 def model_sampling_defaults(session: object) -> SamplingDefaults:
@@ -138,6 +144,56 @@ class SamplingControls:
                 self.presence_penalty]
 
 
+def model_thinking(session: object) -> ThinkingSupport:
+    """What the backend's model does with thinking (read from its template); a stand-in without it: nothing."""
+    status = getattr(session, "status", None)
+    return getattr(status(), "thinking", ThinkingSupport()) if callable(status) else ThinkingSupport()
+
+
+def thinking_info(support: ThinkingSupport, *, parsed: bool = False) -> str:
+    """The switch's info line: why it is fixed, or what it does and (for parsed tasks) why it starts off."""
+    if not support.can_think:
+        return "This model does not think: its chat template has no reasoning block."
+    if not support.switchable:
+        return "This model always thinks: its chat template cannot turn reasoning off."
+    if parsed:
+        return ("Off by default here: the answer is parsed, which reasoning rarely improves, and reasoning costs "
+                "minutes. The reasoning is shown apart and never parsed.")
+    return f"Reason before answering (the model's default: {'on' if support.default_on else 'off'})."
+
+
+@dataclass
+class ThinkingControls:
+    """A tab's Thinking switch and thinking budget, in the order `to_thinking` expects them."""
+
+    switch: gr.Checkbox
+    budget: gr.Number
+
+    @classmethod
+    def render(cls, support: ThinkingSupport, *, parsed: bool = False) -> ThinkingControls:
+        """The switch at the model's default (Chat) or at PARSED_TASK_THINKING (`parsed` tasks), fixed with the
+        reason where the template decides; the budget hidden for a model that cannot think."""
+        value = support.enabled(PARSED_TASK_THINKING if parsed else None)
+        with gr.Row(equal_height=True):
+            switch = gr.Checkbox(value, label="Thinking", interactive=support.switchable,
+                                 info=thinking_info(support, parsed=parsed), elem_classes=["qvl-thinking"])
+            budget = gr.Number(DEFAULT_THINKING_BUDGET, precision=0, minimum=1, maximum=MAX_THINKING_BUDGET,
+                               label="Thinking budget (tokens)", visible=support.can_think,
+                               info="Then the reasoning is closed and the model answers")
+        return cls(switch, budget)
+
+    @property
+    def components(self) -> list[gr.components.Component]:
+        return [self.switch, self.budget]
+
+
+def to_thinking(on: bool | None, budget: float | None) -> tuple[bool | None, int]:
+    """Switch and budget values -> (GenerationRequest.thinking, .thinking_budget); the request checks the range.
+    An empty budget is the default; None for the switch leaves it to the model."""
+    budget = DEFAULT_THINKING_BUDGET if budget is None else int(as_number("thinking_budget", budget, whole=True))
+    return (None if on is None else bool(on)), budget
+
+
 def gpu_event(concurrency: int = 1) -> dict[str, Any]:
     """Event settings that put a handler in the one GPU queue, `concurrency` requests at a time: 1 for the model
     in this process, more for a serving engine, which batches whatever it is sent."""
@@ -196,6 +252,10 @@ def format_stats(stats: GenerationStats) -> str:
     reason = {"length": "stopped at the token limit", "cancelled": "stopped by you"}.get(stats.finish_reason)
     if reason:
         parts.append(reason)
+    if stats.reasoning_tokens:
+        parts.insert(1, f"{stats.reasoning_tokens} of them reasoning")
+    if stats.thinking_note:  # the budget or the loop guard closed the reasoning
+        parts.append(stats.thinking_note)
     return " · ".join(parts)
 
 
@@ -258,3 +318,18 @@ def throttled(stream: Iterator[Chunk], interval: float = STREAM_INTERVAL_S) -> I
                 yield text, chunk
 
     return throttle(so_far(), urgent=lambda step: step[1].stats is not None, interval=interval)
+
+
+def throttled_thinking(stream: Iterator[Chunk], interval: float = STREAM_INTERVAL_S
+                       ) -> Iterator[tuple[str, str, Chunk]]:
+    """`throttled` with the reasoning so far too: (answer so far, reasoning so far, last chunk). A step held
+    back drops its chunk, so both texts are summed before the throttle."""
+    def so_far() -> Iterator[tuple[str, str, Chunk]]:
+        text = reasoning = ""
+        with contextlib.closing(stream):
+            for chunk in stream:
+                text += chunk.text
+                reasoning += chunk.reasoning
+                yield text, reasoning, chunk
+
+    return throttle(so_far(), urgent=lambda step: step[2].stats is not None, interval=interval)

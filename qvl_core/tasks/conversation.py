@@ -23,11 +23,14 @@ class Conversation:
     notes: tuple[str, ...] = ()
     # Display-only picture per turn (e.g. the image with the answer's boxes drawn), or None.
     figures: tuple[str | None, ...] = ()
+    # Display-only seconds a turn's reasoning took (the collapsible thought's duration), or None.
+    thought_s: tuple[float | None, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.turns)
         object.__setattr__(self, "notes", (tuple(self.notes) + ("",) * n)[:n])
         object.__setattr__(self, "figures", (tuple(self.figures) + (None,) * n)[:n])
+        object.__setattr__(self, "thought_s", (tuple(self.thought_s) + (None,) * n)[:n])
 
     @property
     def media(self) -> list[Media]:
@@ -51,10 +54,10 @@ class Conversation:
                 f"This conversation would hold {len(self.media) + len(turn.media)} images/videos, over the "
                 f"limit of {MAX_MEDIA_PER_CONVERSATION}. Clear the chat to start a new one."
             )
-        return Conversation((*self.turns, turn), self.notes, self.figures)
+        return Conversation((*self.turns, turn), self.notes, self.figures, self.thought_s)
 
-    def with_answer(self, text: str, note: str = "", figure: str | None = None, *, reasoning: str = ""
-                    ) -> Conversation:
+    def with_answer(self, text: str, note: str = "", figure: str | None = None, *, reasoning: str = "",
+                    thought_s: float | None = None) -> Conversation:
         """Set the assistant answer to the last user message (replacing a partial one being streamed).
 
         `text` is the answer only; a thinking model's `reasoning` is kept apart in the turn, and the template
@@ -62,7 +65,8 @@ class Conversation:
         """
         base = self.without_trailing_answer()
         turn = Turn("assistant", text, reasoning=reasoning)
-        return Conversation((*base.turns, turn), (*base.notes, note), (*base.figures, figure))
+        return Conversation((*base.turns, turn), (*base.notes, note), (*base.figures, figure),
+                            (*base.thought_s, thought_s))
 
     def without_trailing_answer(self) -> Conversation:
         if self.turns and self.turns[-1].role == "assistant":
@@ -85,7 +89,7 @@ class Conversation:
 
     def truncate(self, index: int) -> Conversation:
         """Keep turns [0, index)."""
-        return Conversation(self.turns[:index], self.notes[:index], self.figures[:index])
+        return Conversation(self.turns[:index], self.notes[:index], self.figures[:index], self.thought_s[:index])
 
     def edit(self, index: int, text: str) -> Conversation:
         """Replace the text of turn `index`. A user edit drops everything after it (to be answered again)."""
@@ -96,8 +100,9 @@ class Conversation:
             text = check_text("Message", text or "", MAX_MESSAGE_CHARS)
         edited = replace(turn, text=text)
         if turn.role == "user":
-            return Conversation((*self.turns[:index], edited), self.notes[:index], self.figures[:index])
+            return Conversation((*self.turns[:index], edited), self.notes[:index], self.figures[:index],
+                                self.thought_s[:index])
         # An edited answer no longer matches its drawing: drop the figure.
         return Conversation((*self.turns[:index], edited, *self.turns[index + 1:]),
                             (*self.notes[:index], "edited", *self.notes[index + 1:]),
-                            (*self.figures[:index], None, *self.figures[index + 1:]))
+                            (*self.figures[:index], None, *self.figures[index + 1:]), self.thought_s)

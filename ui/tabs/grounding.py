@@ -11,22 +11,27 @@ from PIL import Image
 
 from qvl_core.draw import draw_for_display
 from qvl_core.engine.backend import Backend
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.errors import UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, open_image
 from qvl_core.parse.grounding import PRESETS, build_prompt
 from qvl_core.settings import as_number
 from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS, GroundingResult, ground, planned_input_size
 from ui.common import (
+    PARSED_TASK_THINKING,
     SamplingControls,
+    ThinkingControls,
     api_number,
     default_sampling_values,
     format_stats,
     gpu_event,
     image_tokens_slider,
     model_sampling_defaults,
+    model_thinking,
     throttle,
     to_gr_error,
     to_sampling,
+    to_thinking,
 )
 from ui.files import OutputRoot
 from ui.toasts import shown_errors
@@ -120,37 +125,51 @@ class GroundingTab:
             return f"⚠️ {exc}"
         return f"The model will see this image as {w}×{h} px = {tokens} visual tokens (original {size[0]}×{size[1]})."
 
-    def run(self, image: str | None, preset: str, text: str, prompt: str, max_tokens: float, *sampling_values):
-        """Stream the raw answer, then show the drawing, table, count and JSON download."""
+    def run(self, image: str | None, preset: str, text: str, prompt: str, max_tokens: float, *sampling_values,
+            thinking: bool | None = None, thinking_budget: float | None = DEFAULT_THINKING_BUDGET):
+        """Stream the raw answer, then show the drawing, table, count and JSON download; the reasoning (last
+        output) apart. `thinking`: None is the model's default (the page's switch starts at PARSED_TASK_THINKING)."""
         empty = (None, [], "", None)
         try:
             if not image:
                 raise UserError("Add an image first (upload, drag and drop, paste or webcam).")
             prompt = (prompt or "").strip() or build_prompt(preset, text, self.session.family)
             sampling = to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session))
+            think, budget = to_thinking(thinking, thinking_budget)
             result = None
             steps = ground(self.session, image, prompt, sampling=sampling,
-                           max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True))
+                           max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True),
+                           thinking=think, thinking_budget=budget)
             with contextlib.closing(throttle(steps, urgent=lambda s: s.result is not None)) as shown_steps:
                 for step in shown_steps:
                     result = step.result
                     if result is None:
-                        yield *empty, step.raw, prompt
+                        yield *empty, step.raw, prompt, step.reasoning
             assert result is not None
             # Labelled outlines on the image itself, as Chat's figure draws them: gr.AnnotatedImage tinted every
             # object and named them only in a legend.
             shown = drawn_image(image, result, max_pixels=self.session.limits.max_image_pixels)
             yield (shown, table_rows(result), summary_markdown(result), write_json(result, self.files), result.raw,
-                   prompt)
+                   prompt, result.reasoning)
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
 
-    def run_shown(self, *args):
-        """`run` for the page: an error is one toast and clears the earlier result instead of badging it."""
-        yield from shown_errors(self.run(*args), (None, [], "", None, "", gr.skip()))
+    def run_shown(self, *args, **kwargs):
+        """`run` for the page, plus the resolution note as a last output: an error is one toast and clears the
+        earlier result instead of badging it, and the note, which said the same words under the prompt."""
+        cleared = (None, [], "", None, "", gr.skip(), "", "")
+        with contextlib.closing(shown_errors(self.run(*args, **kwargs), cleared)) as outputs:
+            for out in outputs:
+                yield out if out is cleared else (*out, gr.skip())
 
-    def api_ground(self, image: str, text: str, preset: str, max_image_tokens: float, max_new_tokens: float):
-        """/ground: image + text (+ preset) -> (drawn image, detections JSON in original pixels)."""
+    def run_page(self, thinking: bool, thinking_budget: float, *args):
+        """The page's event: the Thinking switch and budget first, then `run`'s inputs."""
+        yield from self.run_shown(*args, thinking=thinking, thinking_budget=thinking_budget)
+
+    def api_ground(self, image: str, text: str, preset: str, max_image_tokens: float, max_new_tokens: float,
+                   thinking: bool | None = PARSED_TASK_THINKING):
+        """/ground: image + text (+ preset) -> (drawn image, detections JSON in original pixels). `thinking`
+        starts off like the page's switch; the reasoning is never parsed."""
         try:
             if not image:
                 raise UserError("An image is required.")
@@ -158,8 +177,8 @@ class GroundingTab:
             sampling = to_sampling(*default_sampling_values(max_new_tokens))
             result = None
             tokens = as_number("max_image_tokens", max_image_tokens, whole=True)
-            with contextlib.closing(ground(self.session, image, prompt, sampling=sampling,
-                                           max_image_tokens=tokens)) as steps:
+            with contextlib.closing(ground(self.session, image, prompt, sampling=sampling, max_image_tokens=tokens,
+                                           thinking=to_thinking(thinking, None)[0])) as steps:
                 for step in steps:
                     result = step.result or result
             assert result is not None
@@ -175,7 +194,7 @@ class GroundingTab:
                 preset = gr.Radio(list(PRESETS), value="Detect", label="Task", elem_id="ground-preset")
                 text = gr.Textbox(label="What to find", placeholder=PLACEHOLDERS["Detect"], elem_id="ground-text")
                 prompt = gr.Textbox(label="Prompt sent to the model (editable)", lines=3, elem_id="ground-prompt")
-                res_info = gr.Markdown()
+                res_info = gr.Markdown(elem_id="ground-resolution")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="ground-run")
                     stop_btn = gr.Button("Stop", variant="stop")
@@ -184,6 +203,7 @@ class GroundingTab:
                     sampling = SamplingControls.render(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS,
                                                        defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
+                    thinking = ThinkingControls.render(model_thinking(self.session), parsed=True)
             with gr.Column(scale=3):
                 annotated = gr.Image(label="Detections", height=460, type="pil", interactive=False,
                                      elem_id="ground-annotated")
@@ -192,6 +212,9 @@ class GroundingTab:
                                      interactive=False, wrap=True, elem_id="ground-table")
                 download = gr.File(label="Detections JSON")
                 raw = gr.Textbox(label="Raw model answer", lines=6, elem_id="ground-raw")
+                # Apart from the answer and never parsed: a draft box in it is not drawn.
+                with gr.Accordion("Model's reasoning (not parsed)", open=False, elem_id="ground-reasoning-box"):
+                    reasoning = gr.Textbox(show_label=False, lines=6, max_lines=20, elem_id="ground-reasoning")
         examples = [[str(ASSETS / "shapes.png"), "Detect", "circle, rectangle, triangle"],
                     [str(ASSETS / "receipt.png"), "Text spotting", ""]]
         gr.Examples([e for e in examples if Path(e[0]).is_file()], inputs=[image, preset, text])
@@ -206,8 +229,8 @@ class GroundingTab:
             trigger(self.resolution_info, [image, max_tokens], res_info, queue=False, api_visibility="private",
                     show_progress="hidden")
         running = run_btn.click(
-            self.run_shown, [image, preset, text, prompt, max_tokens, *sampling.components],
-            [annotated, table, summary, download, raw, prompt],
+            self.run_page, [*thinking.components, image, preset, text, prompt, max_tokens, *sampling.components],
+            [annotated, table, summary, download, raw, prompt, reasoning, res_info],
             **self.gpu, api_visibility="private",
         )
         stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
@@ -216,7 +239,8 @@ class GroundingTab:
             api_in = [image_path_input(label="image"), gr.Textbox(label="text"),
                       gr.Dropdown(list(PRESETS), value="Detect", label="preset"),
                       api_number(DEFAULT_MAX_IMAGE_TOKENS, "max_image_tokens"),
-                      api_number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, "max_new_tokens")]
+                      api_number(DEFAULT_GROUNDING_MAX_NEW_TOKENS, "max_new_tokens"),
+                      gr.Checkbox(PARSED_TASK_THINKING, label="thinking")]
             api_out = [gr.Image(type="pil", label="drawn"), gr.JSON(label="detections")]
             api_btn = gr.Button()
         api_btn.click(self.api_ground, api_in, api_out, api_name="ground", **self.gpu)

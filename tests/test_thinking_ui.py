@@ -1,0 +1,139 @@
+"""Thinking in the UI (issue 13): Chat's collapsible thought above the answer, the parsed tabs' reasoning apart,
+the switch's defaults, /chat and /chat_reasoning, and tiny Qwen3.5 dense and MoE answering through the handlers
+and the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from qvl_core.engine.messages import build_messages
+from qvl_core.engine.thinking import ThinkingSupport
+from qvl_core.tasks.conversation import Conversation
+from tests.browser import save_screenshot, send_chat
+from ui.common import PARSED_TASK_THINKING, thinking_info
+from ui.tabs.chat import THOUGHT_TITLE, ChatTab, render
+from ui.tabs.grounding import GroundingTab
+
+FAMILIES = ("qwen3_5", "qwen3_5_moe")
+CLOCK = str(Path(__file__).resolve().parent.parent / "assets" / "clock.mp4")  # the ball turns blue at 4 s
+REASONING = "The user asks which side. Maybe **left**."
+CHAT_SCRIPT = f"{REASONING}\n</think>\n\nLeft."
+# Reasoning with a draft box (0-1000 over the image), then the final box.
+DRAFT = 'A draft: {"bbox_2d": [0, 0, 100, 100], "label": "draft"}. Hmm.\n</think>\n\n'
+FINAL = '```json\n[{"bbox_2d": [250, 250, 500, 750], "label": "red box"}]\n```'
+# system, 7 sampling values, max image tokens, fps, max frames, label media
+SETTINGS = ["", 200, None, None, None, None, -1, None, 1280, 2.0, 64, False]
+
+
+def _answer(tab: ChatTab, conv: Conversation, *extra) -> list[tuple[Conversation, list[dict]]]:
+    return list(tab.answer(conv, *SETTINGS, *extra))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("think") / "photo.png"
+    Image.new("RGB", (640, 480), (240, 240, 240)).save(path)
+    return str(path)
+
+
+def test_chat_handler_streams_a_thought_then_the_answer_and_history_keeps_reasoning_apart(make_session):
+    """Bugs guarded: reasoning shown as (or mixed into) the answer; the displayed thought (its Markdown, title,
+    duration) going back into what the model sees instead of the turn's reasoning_content."""
+    tab = ChatTab(make_session("qwen3_5", CHAT_SCRIPT))
+    conv, _, _ = tab.add_message({"text": "Which side?", "files": []}, Conversation())
+    steps = _answer(tab, conv)
+    conv, shown = steps[-1]
+    thought, answer = shown[1], shown[2]
+    assert len(shown) == 3 and thought["metadata"]["title"] == THOUGHT_TITLE
+    assert thought["metadata"]["status"] == "done" and thought["metadata"]["duration"] >= 0
+    assert "<strong>left</strong>" in thought["content"] or "**left**" in thought["content"]
+    assert answer["content"].startswith("Left.") and "metadata" not in answer
+    assert "of them reasoning" in answer["content"]  # the stats footer counts the reasoning tokens
+    # While reasoning streamed, the thought was open (pending) and no answer bubble stood below it yet.
+    first = steps[0][1]
+    assert first[-1].get("metadata", {}).get("status") == "pending" and len(first) == 2
+    # The model's history: the answer as text, the reasoning as reasoning_content, no display.
+    assert (conv.turns[-1].text, conv.turns[-1].reasoning) == ("Left.", REASONING)
+    messages = build_messages(conv.send("And now?").turns).messages
+    assert messages[1]["content"] == [{"type": "text", "text": "Left."}]
+    assert messages[1]["reasoning_content"] == REASONING
+    # Retry and undo keep the thought with its turn; edit maps the displayed index past the thought.
+    assert render(tab.retry(conv)[0]) == shown[:1]
+    edited, _ = tab.edit(conv.send("Why?").with_answer("Because.", reasoning="r"),
+                         type("E", (), {"index": 3, "value": "How?"})())
+    assert edited.turns[-1].text == "How?" and edited.turns[1].reasoning == REASONING
+
+
+def test_chat_switch_off_sends_thinking_off(recording_backend):
+    """Bug guarded: the Thinking switch not reaching the request (the model thought anyway)."""
+    backend = recording_backend("qwen3_5", "Plain.")
+    tab = ChatTab(backend)
+    conv, _, _ = tab.add_message({"text": "Hi", "files": []}, Conversation())
+    _answer(tab, conv, False, 512)
+    assert backend.records[-1]["prompt"].rstrip().endswith("</think>")  # the template closed an empty block
+
+
+def test_thinking_info_says_why_the_switch_is_fixed():
+    assert "does not think" in thinking_info(ThinkingSupport())
+    assert "always thinks" in thinking_info(ThinkingSupport(can_think=True, default_on=True))
+    assert "Off by default" in thinking_info(ThinkingSupport(True, True, True), parsed=True)
+    assert PARSED_TASK_THINKING is False
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grounding_handler_draws_only_the_final_box(make_session, photo, family):
+    """The issue's acceptance check through the Grounding tab handler: reasoning with a draft box, `</think>`,
+    then the final box -> only the final box, at the right original pixels; the reasoning shown apart."""
+    tab = GroundingTab(make_session(family, DRAFT + FINAL))
+    *_, last = tab.run(photo, "Custom", "", "Find the red box.", 1280, 2048, None, None, None, None, -1,
+                       thinking=True)
+    *_, rows, _summary, _json, raw, _prompt, reasoning = last
+    assert rows == [["red box", "", 160.0, 120.0, 320.0, 360.0, None, None]]
+    assert raw == FINAL and reasoning.startswith("A draft:") and "draft" not in raw
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_qwen3_5_answers_chat_grounding_and_video_through_the_api(make_session, launch_app, photo, family):
+    """/chat returns the answer alone and /chat_reasoning its reasoning; /ground and /video_qa answer with
+    thinking off (their default), as such a model writes then: the answer only."""
+    chat = launch_app(make_session(family, CHAT_SCRIPT))
+    client = Client(chat.local_url, verbose=False)
+    sampling = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
+    assert client.predict(message={"text": "Which side?", "files": []}, **sampling, api_name="/chat") == "Left."
+    assert client.predict(api_name="/chat_reasoning") == REASONING
+    ground = launch_app(make_session(family, FINAL))
+    _drawn, detections = Client(ground.local_url, verbose=False).predict(
+        image=handle_file(photo), text="red box", api_name="/ground")
+    assert [d["bbox_2d"] for d in detections] == [[160.0, 120.0, 320.0, 360.0]]
+    video = launch_app(make_session(family, "It turns blue at 4.0 seconds."))
+    answer, spans = Client(video.local_url, verbose=False).predict(
+        video=handle_file(CLOCK), question="When?", api_name="/video_qa")
+    assert answer == "It turns blue at 4.0 seconds." and spans[0]["start"] == pytest.approx(4.0)
+
+
+def test_browser_shows_the_collapsible_thought_above_the_answer(make_session, launch_app, page):
+    """The thought is a collapsed "Thinking" block above the answer once it is done; a click opens and closes
+    it. Desktop and a 390 px phone."""
+    url = launch_app(make_session("qwen3_5", CHAT_SCRIPT)).local_url
+    for width, name in ((1280, "thinking-desktop"), (390, "thinking-phone")):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(url)
+        send_chat(page, "Which side?", [])
+        page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)
+        bot_text = page.locator('[data-testid="bot"]').all_inner_texts()
+        assert any(THOUGHT_TITLE in t for t in bot_text)
+        title = page.get_by_text(THOUGHT_TITLE, exact=False).first
+        answer_box = page.get_by_text("Left.", exact=True).first.bounding_box()
+        assert title.bounding_box()["y"] < answer_box["y"]  # above the answer
+        thought = page.locator('[data-testid="bot"]').filter(has_text=THOUGHT_TITLE).first
+        assert "The user asks" not in thought.inner_text()
+        title.click()
+        page.wait_for_function("(el) => el.innerText.includes('The user asks')", arg=thought.element_handle())
+        page.wait_for_timeout(600)  # the opening animation
+        save_screenshot(page, name)
+        title.click()
+        page.wait_for_function("(el) => !el.innerText.includes('The user asks')", arg=thought.element_handle())
