@@ -32,7 +32,7 @@ def header_markdown(session: Backend) -> str:
 
 
 class StudioBlocks(gr.Blocks):
-    """The app's Blocks, owning its output folder (`files`): swept while the app may serve, not after close()."""
+    """The app's Blocks, owning its output folder (`files`): swept while the app may serve, deleted by close()."""
 
     files: OutputRoot
     login_throttle: LoginThrottle
@@ -48,7 +48,7 @@ class StudioBlocks(gr.Blocks):
         try:
             super().close(verbose)
         finally:
-            self.files.stop_sweeper()
+            self.files.close()  # the server is gone: nobody can fetch the files, so they go too
 
 
 def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlocks:
