@@ -11,10 +11,17 @@ import gradio as gr
 
 from qvl_core.engine.backend import Backend, close_backend, open_backend
 from qvl_core.errors import UserError
+from qvl_core.settings import env_int
 from ui.config import ServeConfig, add_serve_args, serve_config
 from ui.shell import LAUNCH_KWARGS, build_demo
 
 log = logging.getLogger("qvl")
+
+# Gradio keeps every browser or API session's state (its copy of the page's component config, ~1,000 Python
+# objects, and the tabs' gr.State values) until this many newer sessions have been used, least recently used
+# first out. Gradio's own 10,000 let a server grow by about 0.4 MB a session for days; 1,000 caps that near
+# 400 MB. A session evicted after 1,000 others starts over (an empty conversation).
+MAX_SESSIONS = env_int("QVL_MAX_SESSIONS", 1000)
 
 
 def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
@@ -36,7 +43,8 @@ def build_app(config: ServeConfig, backend: Backend | None = None) -> gr.Blocks:
 def launch_kwargs(config: ServeConfig) -> dict[str, Any]:
     """Everything `demo.launch` needs from the settings (shared by `qvl serve` and the Space)."""
     return dict(server_name=config.host, server_port=config.port, share=config.share, auth=config.auth,
-                max_file_size=config.max_file_bytes, footer_links=["api", "gradio"], **LAUNCH_KWARGS)
+                max_file_size=config.max_file_bytes, footer_links=["api", "gradio"],
+                state_session_capacity=MAX_SESSIONS, **LAUNCH_KWARGS)
 
 
 def launch(config: ServeConfig, *, block: bool = True) -> gr.Blocks:
