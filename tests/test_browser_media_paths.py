@@ -37,6 +37,8 @@ def test_grounding_error_after_a_good_run_is_one_toast_and_clears_the_result(mak
     toast = page.locator("[data-testid='toast-body']").filter(has_text="holiday.png")
     toast.wait_for(state="visible")
     page.wait_for_function("!document.querySelector('#ground-summary').innerText.includes('2 found')")
+    # Once: the note under the prompt said the same words as the toast (issue 15, Grounding note).
+    page.wait_for_function("!document.querySelector('#ground-resolution').innerText.includes('holiday.png')")
     assert page.locator("[data-testid='toast-body']").count() == 1
     assert page.locator(BADGES).count() == 0
     assert page.locator("#ground-annotated img").count() == 0
@@ -78,3 +80,53 @@ def test_video_estimate_follows_start_end_and_a_picture_is_not_a_video(make_sess
     assert page.locator(BADGES).count() == 0
     page.set_viewport_size({"width": 390, "height": 844})
     save_screenshot(page, "issue15-video-error-phone", full_page=True)
+
+
+# A Chapters answer whose prose repeats its JSON: each span must still be one row, one bar and one frame.
+REPEATING_CHAPTERS = VIDEO_ANSWER + "\nThe ball is red from 00:00 to 00:04 and turns blue at 00:04."
+
+
+def test_mp4v_video_plays_in_the_player_and_chips_seek_it_in_dark_mode(make_session, launch_app, tmp_path,
+                                                                       chromium):
+    """Regression: an mp4v (MPEG-4 Part 2) MP4 showed an empty player ("Video not playable") and chips seeked a
+    blank player; chapters repeated in the answer's prose came back as extra table rows; in dark mode the
+    timeline stayed a light bar and ".dark .qvl-chip" painted every bar the same dark blue."""
+    from tests.test_video_display import stream_info, write_video
+
+    clip = write_video(tmp_path / "camera.mp4", "mpeg4", frames=80, rate=10, size=(320, 240))
+    assert stream_info(clip).codec == "mpeg4"
+    url = launch_app(make_session("qwen2_5_vl", REPEATING_CHAPTERS)).local_url
+    context = chromium.new_context(viewport={"width": 1440, "height": 900}, color_scheme="dark")
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        open_tab(page, url, "Video QA", "#video-player")
+        page.get_by_label("Chapters").check()
+        page.set_input_files("#video-player input[type=file]", str(clip))
+        page.wait_for_selector("#video-display-note >> text=converted copy")
+        page.wait_for_function("(document.querySelector('#video-player video') || {}).videoWidth > 0")
+        assert page.evaluate("document.querySelector('#video-player video').videoWidth") == 320
+        page.wait_for_selector("#video-estimate >> text=16 frames")  # the original's length, 8 s
+        page.click("#video-run")
+        page.wait_for_selector("#video-summary >> text=2 time span(s)")
+        assert page.locator("#video-timeline .qvl-seg").count() == 2
+        page.wait_for_function("document.querySelector('#video-table').innerText.includes('the ball turns blue')")
+        table = page.locator("#video-table").inner_text()
+        assert table.count("turns blue") == 1, table  # the prose's "turns blue at 00:04" is no row of its own
+        page.locator("#video-answer .qvl-chip[data-t='4.000']").first.click()
+        page.wait_for_function("Math.abs(document.querySelector('#video-player video').currentTime - 4) < 0.05")
+        assert page.evaluate("document.querySelector('#video-player video').videoWidth") == 320
+        colours = page.evaluate("""() => {
+            const bg = el => getComputedStyle(el).backgroundColor;
+            return {track: bg(document.querySelector('#video-timeline .qvl-timeline')),
+                    bars: [...document.querySelectorAll('#video-timeline .qvl-seg')].map(bg)};
+        }""")
+        assert colours["track"] == "rgb(43, 48, 59)", colours
+        assert len(set(colours["bars"])) == 2, colours
+        page.locator("#video-timeline").scroll_into_view_if_needed()
+        save_screenshot(page, "issue15-video-mp4v-dark-desktop", full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.locator("#video-timeline").scroll_into_view_if_needed()
+        save_screenshot(page, "issue15-video-mp4v-dark-phone", full_page=True)
+    finally:
+        context.close()

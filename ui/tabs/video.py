@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from qvl_core.engine.backend import Backend
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.errors import UserError
 from qvl_core.media.video import (
     DEFAULT_FPS,
@@ -23,18 +24,23 @@ from qvl_core.media.video import (
     frames_at,
     probe,
 )
-from qvl_core.parse.timespans import format_timestamp, link_timestamps, spans_to_chapters
+from qvl_core.media.video.display import DisplayVideo, display_video
+from qvl_core.parse.timespans import TimeSpan, format_timestamp, link_timestamps, spans_to_chapters
 from qvl_core.settings import as_number
 from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS, PRESETS, VideoAnswer, ask_video, build_video_prompt
 from ui.common import (
+    PARSED_TASK_THINKING,
     SamplingControls,
+    ThinkingControls,
     api_number,
     format_stats,
     gpu_event,
     model_sampling_defaults,
+    model_thinking,
     throttle,
     to_gr_error,
     to_sampling,
+    to_thinking,
 )
 from ui.files import OutputRoot
 from ui.toasts import shown_errors
@@ -107,10 +113,30 @@ def _linked(text: str, *, code: bool, offset: float, duration: float | None) -> 
     return "".join(parts)
 
 
+def view_spans(spans: tuple[TimeSpan, ...] | list[TimeSpan]) -> list[TimeSpan]:
+    """Each span once per view (table, timeline, gallery), in the answer's order. Chapters answers repeat their
+    JSON in prose ("turns blue at 00:04"): an instant at an interval's start is that interval, and spans with
+    the same times (to the tenth shown) are one, the first with words kept."""
+    starts = {round(s.start, 1) for s in spans if s.end is not None}
+    out: list[TimeSpan] = []
+    seen: dict[tuple, int] = {}
+    for s in spans:
+        key = (round(s.start, 1), None if s.end is None else round(s.end, 1))
+        if s.end is None and key[0] in starts:
+            continue
+        if key in seen:
+            if not out[seen[key]].text and s.text:
+                out[seen[key]] = s
+            continue
+        seen[key] = len(out)
+        out.append(s)
+    return out
+
+
 def timeline_html(answer: VideoAnswer) -> str:
     """Segments on a time axis (Chapters); each is clickable like a chip."""
     duration = answer.video.duration
-    spans = [s for s in answer.spans if s.end is not None and s.end > s.start]
+    spans = [s for s in view_spans(answer.spans) if s.end is not None and s.end > s.start]
     if not spans or duration <= 0:
         return ""
     bars = []
@@ -123,6 +149,18 @@ def timeline_html(answer: VideoAnswer) -> str:
     ticks = "".join(f"<span>{format_timestamp(t)}</span>" for t in (0.0, duration / 2, duration))
     return (f'<div class="qvl-timeline-label">Timeline of the video (click a bar to jump there)</div>'
             f'<div class="qvl-timeline">{"".join(bars)}</div><div class="qvl-axis">{ticks}</div>')
+
+
+def model_video(shown: str | None, original: dict | None) -> str | None:
+    """The file the model reads for what the player shows: the upload itself, not its display copy.
+
+    `original` is {"shown": the copy's file name, "path": the upload}; Gradio copies the copy into its cache
+    under another folder, so it is recognised by name. Anything else in the player (an example, a new upload
+    that plays as it is) is read as it is.
+    """
+    if shown and original and Path(shown).name == original["shown"]:
+        return original["path"]
+    return shown
 
 
 def estimate_markdown(video: str | None, session: Backend, budget: VideoBudget, start: float | None = None,
@@ -150,9 +188,10 @@ def estimate_markdown(video: str | None, session: Backend, budget: VideoBudget, 
 
 def gallery(video: str, answer: VideoAnswer) -> list[tuple]:
     """The frames at the answer's times, decoded at exactly those times in one pass over the file."""
-    times = sorted({round(s.start, 2) for s in answer.spans})[:MAX_GALLERY_FRAMES]
+    spans = view_spans(answer.spans)
+    times = sorted({round(s.start, 2) for s in spans})[:MAX_GALLERY_FRAMES]
     images = frames_at(video, times) if times else []
-    captions = [next((s.text for s in answer.spans if round(s.start, 2) == t), "") for t in times]
+    captions = [next((s.text for s in spans if round(s.start, 2) == t), "") for t in times]
     return [(im, f"{format_timestamp(t)} {text[:60]}") for im, t, text in zip(images, times, captions, strict=True)]
 
 
@@ -170,6 +209,22 @@ class VideoTab:
                            max_frame_tokens=as_number("max_frame_tokens", frame_tokens, whole=True),
                            total_tokens=as_number("total_tokens", total_tokens, whole=True))
 
+    def for_display(self, video: str | None):
+        """On upload: a video the browser cannot play is swapped in the player for a converted copy, made off
+        the GPU queue; the model keeps the original (the State). Yields (player, original, note)."""
+        if not video:
+            yield gr.skip(), None, ""
+            return
+        yield gr.skip(), None, f"Checking whether the browser can play {Path(video).name!r}…"
+        try:
+            shown = display_video(video, self.files.path)
+        except UserError as exc:  # the run will refuse it with the same words; the player has nothing to show
+            shown = DisplayVideo(None, False, f"⚠️ {exc}")
+        if shown.converted:
+            yield shown.path, {"shown": Path(shown.path).name, "path": video}, shown.note
+        else:
+            yield gr.skip(), None, shown.note
+
     def prompt_for(self, preset: str, text: str) -> str:
         try:
             return build_video_prompt(preset, text, self.session.family)
@@ -177,53 +232,69 @@ class VideoTab:
             return ""
 
     def run(self, video: str | None, preset: str, text: str, prompt: str, fps: float, max_frames: float,
-            frame_tokens: float, total_tokens: float, start: float | None, end: float | None, *sampling_values):
+            frame_tokens: float, total_tokens: float, start: float | None, end: float | None, *sampling_values,
+            thinking: bool | None = None, thinking_budget: float | None = DEFAULT_THINKING_BUDGET):
+        """Stream the answer with chips, then the frames, timeline, spans and download; the reasoning (last
+        output) apart. `thinking`: None is the model's default (the page's switch starts at PARSED_TASK_THINKING)."""
         try:
             if not video:
                 raise UserError("Add a video first (mp4, mov, mkv, webm or avi).")
             prompt = (prompt or "").strip() or build_video_prompt(preset, text, self.session.family)
             budget = self.budget(fps, max_frames, frame_tokens, total_tokens)
             answer = None
+            think, think_budget = to_thinking(thinking, thinking_budget)
             steps = ask_video(self.session, video, prompt, budget=budget, start=start or None, end=end or None,
-                              sampling=to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session)))
+                              sampling=to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session)),
+                              thinking=think, thinking_budget=think_budget)
             # answer_html re-links the whole answer: shown per token, its cost would grow with the square.
             with contextlib.closing(throttle(steps, urgent=lambda s: s.answer is not None)) as shown_steps:
                 for step in shown_steps:
                     answer = step.answer
                     if answer is None:
-                        yield answer_html(step.raw), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", step.raw, prompt
+                        yield (answer_html(step.raw), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", step.raw, prompt,
+                               step.reasoning)
             assert answer is not None
-            rows = [[c["start"], c["end"], c["duration"], c["text"]] for c in spans_to_chapters(answer.spans)]
+            chapters = spans_to_chapters(view_spans(answer.spans))
+            rows = [[c["start"], c["end"], c["duration"], c["text"]] for c in chapters]
             out = self.files.new_dir("qvl-video-") / "spans.json"
             out.write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False))
             note = self.summary(answer)
             shown = answer_html(answer.raw, answer.clock_offset, answer.video.duration)
-            yield shown, gallery(video, answer), timeline_html(answer), rows, str(out), note, answer.raw, prompt
+            yield (shown, gallery(video, answer), timeline_html(answer), rows, str(out), note, answer.raw, prompt,
+                   answer.reasoning)
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
 
-    def run_shown(self, *args):
+    def run_shown(self, *args, **kwargs):
         """`run` for the page: an error is one toast and clears the earlier answer instead of badging it."""
-        yield from shown_errors(self.run(*args), ("", None, "", [], None, "", "", gr.skip()))
+        yield from shown_errors(self.run(*args, **kwargs), ("", None, "", [], None, "", "", gr.skip(), ""))
+
+    def run_page(self, thinking: bool, thinking_budget: float, original: dict | None, video: str | None, *args):
+        """The page's event: the Thinking switch and budget, the upload behind a display copy, then `run`'s
+        inputs."""
+        yield from self.run_shown(model_video(video, original), *args, thinking=thinking,
+                                  thinking_budget=thinking_budget)
 
     def summary(self, answer: VideoAnswer) -> str:
         v = answer.video
-        lines = [f"{len(answer.spans)} time span(s) found. The model saw {len(v.indices)} frames "
+        lines = [f"{len(view_spans(answer.spans))} time span(s) found. The model saw {len(v.indices)} frames "
                  f"({v.fps:.2f} fps) of {v.frames.shape[2]}×{v.frames.shape[1]} px. {format_stats(answer.stats)}"]
         if not self.session.family.absolute_time:
             lines.append(f"⚠️ {self.session.family.display_name} does not encode absolute time: its timestamps are "
                          "estimates.")
         return "  \n".join(lines)
 
-    def api_video_qa(self, video: str, question: str, fps: float, max_frames: float):
-        """/video_qa: video + question -> (answer text, spans JSON in seconds of the file)."""
+    def api_video_qa(self, video: str, question: str, fps: float, max_frames: float,
+                     thinking: bool | None = PARSED_TASK_THINKING):
+        """/video_qa: video + question -> (answer text, spans JSON in seconds of the file). `thinking` starts off
+        like the page's switch; the reasoning is never parsed."""
         try:
             if not video:
                 raise UserError("A video is required.")
             if not (question or "").strip():
                 raise UserError("A question is required.")
             budget = VideoBudget(fps=as_number("fps", fps), max_frames=as_number("max_frames", max_frames, whole=True))
-            *_, last = ask_video(self.session, video, question, budget=budget)
+            *_, last = ask_video(self.session, video, question, budget=budget, thinking=to_thinking(thinking, None)[0])
             return last.answer.raw, last.answer.spans_json()
         except Exception as exc:  # noqa: BLE001
             raise to_gr_error(exc) from None
@@ -232,6 +303,8 @@ class VideoTab:
         with gr.Row():
             with gr.Column(scale=2):
                 video = gr.Video(sources=["upload"], label="Video", elem_id="video-player", height=320)
+                original = gr.State(None)  # the upload behind a display copy: what the model reads
+                display_note = gr.Markdown(elem_id="video-display-note")
                 preset = gr.Radio(list(PRESETS), value=PRESETS[0], label="Task", elem_id="video-preset")
                 text = gr.Textbox(label="Question or event", elem_id="video-text",
                                   placeholder="e.g. the ball turns blue")
@@ -253,6 +326,7 @@ class VideoTab:
                     sampling = SamplingControls.render(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS,
                                                        defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
+                    thinking = ThinkingControls.render(model_thinking(self.session), parsed=True)
                 estimate_md = gr.Markdown(elem_id="video-estimate")
                 with gr.Row():
                     run_btn = gr.Button("Ask", variant="primary", elem_id="video-run")
@@ -264,9 +338,12 @@ class VideoTab:
                                     elem_id="video-gallery")
                 timeline = gr.HTML(elem_id="video-timeline")
                 table = gr.Dataframe(headers=["start", "end", "duration", "event"], interactive=False, wrap=True,
-                                     label="Spans")
+                                     label="Spans", elem_id="video-table")
                 download = gr.File(label="Spans JSON")
                 raw = gr.Textbox(label="Raw model answer", lines=4)
+                # Apart from the answer and never parsed: a time weighed in it is not a chip.
+                with gr.Accordion("Model's reasoning (not parsed)", open=False, elem_id="video-reasoning-box"):
+                    reasoning = gr.Textbox(show_label=False, lines=6, max_lines=20, elem_id="video-reasoning")
         gr.Examples([[str(ASSETS / "clock.mp4"), "When does … happen?", "the ball turns blue"]],
                     inputs=[video, preset, text])
 
@@ -278,25 +355,30 @@ class VideoTab:
                     show_progress="hidden")
         budget_inputs = [fps, max_frames, frame_tokens, total_tokens]
 
-        def show_estimate(v, s, e, *b):
+        def show_estimate(v, o, s, e, *b):
             try:
-                return estimate_markdown(v, self.session, self.budget(*b), s, e)
+                return estimate_markdown(model_video(v, o), self.session, self.budget(*b), s, e)
             except UserError as exc:
                 return f"⚠️ {exc}"
 
         for trigger in (video.change, start.change, end.change, *(c.release for c in budget_inputs)):
-            trigger(show_estimate, [video, start, end, *budget_inputs], estimate_md, queue=False,
+            trigger(show_estimate, [video, original, start, end, *budget_inputs], estimate_md, queue=False,
                     api_visibility="private", show_progress="hidden")
         running = run_btn.click(
-            self.run_shown, [video, preset, text, prompt, *budget_inputs, start, end, *sampling.components],
-            [answer, frames, timeline, table, download, summary, raw, prompt],
+            self.run_page, [*thinking.components, original, video, preset, text, prompt, *budget_inputs, start, end,
+                            *sampling.components],
+            [answer, frames, timeline, table, download, summary, raw, prompt, reasoning],
             **self.gpu, api_visibility="private",
         )
         stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
+        # Its own queue, not the GPU's: a conversion never waits behind a generation, nor holds one up.
+        video.upload(self.for_display, video, [video, original, display_note], concurrency_id="video-display",
+                     concurrency_limit=2, api_visibility="private", show_progress="minimal")
+        video.clear(lambda: (None, ""), None, [original, display_note], queue=False, api_visibility="private")
 
         with gr.Group(visible=False):
             api_in = [gr.Video(label="video"), gr.Textbox(label="question"), gr.Number(DEFAULT_FPS, label="fps"),
-                      api_number(DEFAULT_MAX_FRAMES, "max_frames")]
+                      api_number(DEFAULT_MAX_FRAMES, "max_frames"), gr.Checkbox(PARSED_TASK_THINKING, label="thinking")]
             api_out = [gr.Textbox(label="answer"), gr.JSON(label="spans")]
             api_btn = gr.Button()
         api_btn.click(self.api_video_qa, api_in, api_out, api_name="video_qa", **self.gpu)
