@@ -147,7 +147,7 @@ def test_documents_tab_bad_file(session, bad, name):
                        .split(", over")[0]):
         drain(tab.run([str(bad / name)], MODES[0], "", "", 150, 256, *SAMPLING, **NO_PROGRESS))
     state = drain(tab.run([str(bad / "good.pdf")], MODES[0], "", "1", 150, 256, *SAMPLING, **NO_PROGRESS))[0]
-    assert len(state) == 1
+    assert len(state.done) == 1
 
 
 def test_still_image_named_mp4_is_read_as_a_one_frame_video(session, bad):

@@ -25,10 +25,10 @@ def drain(gen):
 def test_tab_parses_a_pdf_and_offers_downloads(make_session, tmp_path):
     tab = DocumentsTab(make_session("qwen2_5_vl", REPORT_HTML))
     pdf = make_pdf(tmp_path / "report.pdf", 2)
-    state, pick, preview, layout, raw_html, markdown, rows, live, status, downloads = drain(
+    state, pick, preview, layout, raw_html, markdown, rows, note, live, status, downloads = drain(
         tab.run([str(pdf)], MODES[0], "", "", 150, 4096, *SAMPLING, progress=lambda *a, **k: None))
-    assert [p.label for p in state] == ["report.pdf · page 1/2", "report.pdf · page 2/2"]
-    assert rows == [] and live == REPORT_HTML  # no fields in HTML mode; the last page's raw answer stays shown
+    assert [p.label for p in state.done] == ["report.pdf · page 1/2", "report.pdf · page 2/2"]
+    assert rows == [] and note == "" and live == REPORT_HTML  # no fields in HTML mode; the last page's raw answer stays shown
     assert pick.value == "report.pdf · page 2/2" and "Done: 2 of 2 pages" in status
     assert preview.startswith('<iframe sandbox=""') and "Quarterly report" in preview
     assert layout.size == (800, 1000) and "## Quarterly report" in markdown and "data-bbox" in raw_html
@@ -116,11 +116,11 @@ def test_stop_in_the_tab_keeps_finished_pages_and_their_downloads(make_session, 
     run = tab.run([str(pdf)], MODES[0], "", "", 150, 4096, *SAMPLING, progress=lambda *a, **k: None)
     kept = None
     for out in run:
-        if isinstance(out[0], list) and len(out[0]) == 1:
+        if out[0] is not None and not isinstance(out[0], dict) and len(getattr(out[0], "done", ())) == 1:
             kept = out
             break
     run.close()  # what Stop does
     state, *_, downloads = kept
-    assert [p.page_number for p in state] == [1]
+    assert [p.page_number for p in state.done] == [1]
     md = Path(next(d for d in downloads if d.endswith(".md"))).read_text()
     assert "three.pdf · page 1/3" in md and "page 2/3" not in md

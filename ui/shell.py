@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import html
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from qvl_core.engine.backend import Backend
+from qvl_core.engine.types import SessionStatus
 from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig, parse_file_size
 from ui.files import OutputRoot, guard_url_media, sweep_interval
 from ui.guard import Guard, LoginThrottle
@@ -18,17 +22,50 @@ from ui.tabs.video import SEEK_JS, VideoTab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
-# Page-level settings every launch uses (the app, tests, benchmarks): our CSS and the one script we add.
-LAUNCH_KWARGS = {"css": CSS, "head": SEEK_JS}
-RANDOM_BANNER = (
-    "⚠️ **Random weights loaded** ({kind}): this is a test checkpoint built by the project, so the answers are "
-    "noise. Start with a real model (`make run` or `--model Qwen/Qwen2.5-VL-7B-Instruct`) for real answers."
-)
+PHONE_MAX_WIDTH = 768  # px; the same breakpoint as the phone rules in style.css
+# Each tab's Run button and the top of its results. On a phone the results column sits below the inputs, so a
+# run's results would land out of sight: the click brings them into view.
+RESULT_OF_RUN = {"ground-run": "ground-annotated", "doc-run": "doc-page", "video-run": "video-answer"}
+PHONE_JS = f"""
+<script>
+document.addEventListener("click", (event) => {{
+  const button = event.target.closest && event.target.closest("button[id]");
+  const target = button && {json.dumps(RESULT_OF_RUN)}[button.id];
+  if (!target || window.innerWidth > {PHONE_MAX_WIDTH}) return;
+  document.getElementById(target)?.scrollIntoView({{block: "start", behavior: "smooth"}});
+}});
+</script>
+"""
+# Page-level settings every launch uses (the app, tests, benchmarks): our CSS and the scripts we add.
+LAUNCH_KWARGS = {"css": CSS, "head": SEEK_JS + PHONE_JS}
+# Short: on a phone the banner sits above every tab. A scripted checkpoint answers sensibly (its one script),
+# so calling its answers noise would be wrong.
+REAL_MODEL_HINT = "For real answers start a real model: `--model Qwen/Qwen2.5-VL-7B-Instruct`."
+RANDOM_BANNER = f"⚠️ **Random weights: the answers are noise.** {REAL_MODEL_HINT}"
+SCRIPTED_BANNER = f"⚠️ **Scripted test model:** it gives its built-in answer, whatever you ask. {REAL_MODEL_HINT}"
+
+
+def banner_markdown(status: SessionStatus) -> str | None:
+    """The warning above the tabs for a test checkpoint; None for a real model."""
+    if not status.random_weights:
+        return None
+    return SCRIPTED_BANNER if status.scripted else RANDOM_BANNER
+
+
+def display_name(model_id: str) -> str:
+    """The model's name for the header: a Hub id as written, a local checkpoint by its folder's name only.
+
+    The full path tells every visitor how the server's disk is laid out, and says nothing about the model."""
+    path = Path(model_id).expanduser()
+    if path.is_absolute() or model_id.startswith((".", "~")) or path.exists():
+        return path.resolve().name or model_id
+    return model_id
 
 
 def header_markdown(session: Backend) -> str:
     st = session.status()
-    return f"### QVL Studio\n<span class='qvl-status'>{st.summary()}</span>"
+    st = replace(st, model_id=display_name(st.model_id))
+    return f"### QVL Studio\n<span class='qvl-status'>{html.escape(st.summary(), quote=False)}</span>"
 
 
 class StudioBlocks(gr.Blocks):
@@ -70,9 +107,9 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlo
     # Gradio deletes this app's uploads and cached outputs; our sweeper the files the tabs write.
     with StudioBlocks(title="QVL Studio", delete_cache=(round(sweep_interval(ttl)), ttl)) as demo:
         header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
-        if st.random_weights:
-            gr.Markdown(RANDOM_BANNER.format(kind="scripted answer" if st.scripted else "random"),
-                        elem_id="random-banner", container=False)
+        banner = banner_markdown(st)
+        if banner:
+            gr.Markdown(banner, elem_id="random-banner", container=False)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 ChatTab(session, concurrency=concurrency, files=files).render()

@@ -85,6 +85,9 @@ def parse_page_range(spec: str | None, n_pages: int, *, clamp: bool = False) -> 
             raise UserError(f"Page range {spec!r} asks for page {hi}, but the document has {n_pages} "
                             f"page{'s' if n_pages != 1 else ''}.")
         pages.update(range(lo - 1, hi))
+    if not pages and clamp:  # the range was written for the longer files: this short one is left out, not wrong
+        raise UserError(f"skipped: it has {n_pages} page{'s' if n_pages != 1 else ''}, none of them in the page "
+                        f"range {spec!r}.")
     if not pages:
         raise UserError(f"Page range {spec!r} selects no pages of this {n_pages}-page document; "
                         "write e.g. 1-5 or 2,4,7-9.")

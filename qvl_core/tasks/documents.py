@@ -25,7 +25,7 @@ from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
-from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats
+from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats, SessionStatus
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.documents import DEFAULT_DPI, MAX_PAGE_PIXELS, DocumentPage, check_dpi, load_document
 from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
@@ -38,10 +38,19 @@ MODES = ("QwenVL HTML", "Markdown", "Plain text", "Extract fields → JSON")
 HTML_PROMPT = "QwenVL HTML"
 # A dense page is thousands of tokens of HTML (the cookbook's 1024 cut pages short); the context bounds the rest.
 DEFAULT_DOC_MAX_NEW_TOKENS = 8192
+# A random-weight checkpoint never writes its end token, so each page runs to the cap: at 8192 one demo page
+# held the shared GPU queue for minutes. A scripted one stops after its answer, like a real model.
+RANDOM_WEIGHTS_DOC_MAX_NEW_TOKENS = 256
 DEFAULT_DOC_IMAGE_TOKENS = 4096  # small print needs resolution: an A4 page at 150 dpi is ~2.2k tokens at 28 px
 MAX_FIELDS = 100
 
 log = logging.getLogger(__name__)
+
+
+def default_max_new_tokens(status: SessionStatus) -> int:
+    """The page budget a job starts with: the real one, or a short one for a model that never stops."""
+    noise = status.random_weights and not status.scripted
+    return RANDOM_WEIGHTS_DOC_MAX_NEW_TOKENS if noise else DEFAULT_DOC_MAX_NEW_TOKENS
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,8 @@ class PageResult:
 
 @dataclass(frozen=True)
 class JobProgress:
-    """Where a job stands: pages done, the page being generated (with its text so far), errors per file."""
+    """Where a job stands: pages done, the page being generated (with its text and tokens so far), errors per
+    file."""
 
     done: tuple[PageResult, ...]
     total_pages: int
@@ -192,6 +202,7 @@ class JobProgress:
     partial: str = ""
     errors: tuple[str, ...] = ()
     finished: bool = False
+    tokens: int = 0  # generated so far for the current page: progress while no page finishes
 
 
 @dataclass
@@ -221,8 +232,9 @@ class JobOptions:
 
 
 def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdir: Path
-               ) -> Iterator[tuple[str, PageResult | None]]:
-    """Generate one page: yields (text so far, None) while streaming, then (text, PageResult)."""
+               ) -> Iterator[tuple[str, int, PageResult | None]]:
+    """Generate one page: yields (text so far, tokens so far, None) while streaming, then (text, tokens,
+    PageResult)."""
     path = workdir / f"page-{page.page_number:04d}.png"
     page.image.save(path, compress_level=1)  # fast: the session decodes it once more, right away
     # The page was rendered (or decoded and downscaled) here, within MAX_PAGE_PIXELS: the upload limit is for
@@ -235,9 +247,9 @@ def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdi
         for chunk in stream:
             raw += chunk.text
             if chunk.stats is None:
-                yield raw, None
+                yield raw, chunk.tokens, None
                 continue
-            yield raw, page_result(session, page, options.mode, raw, chunk.stats, options.fields)
+            yield raw, chunk.tokens, page_result(session, page, options.mode, raw, chunk.stats, options.fields)
 
 
 def page_result(session: Backend, page: DocumentPage, mode: str, raw: str, stats: GenerationStats,
@@ -382,9 +394,9 @@ def run_job(session: Backend, paths: Sequence[str | Path], options: JobOptions, 
                             yield JobProgress(tuple(done), total, label, "", tuple(errors))
                             continue
                         with contextlib.closing(parse_page(session, page, options, Path(tmp))) as steps:
-                            for partial, result in steps:
+                            for partial, tokens, result in steps:
                                 if result is None:
-                                    yield JobProgress(tuple(done), total, label, partial, tuple(errors))
+                                    yield JobProgress(tuple(done), total, label, partial, tuple(errors), tokens=tokens)
                                 else:
                                     done.append(result)
                                     if cache is not None and result.stats.finish_reason != "cancelled":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import html as html_lib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -17,11 +18,11 @@ from qvl_core.parse.html import iframe_html
 from qvl_core.settings import as_number
 from qvl_core.tasks.documents import (
     DEFAULT_DOC_IMAGE_TOKENS,
-    DEFAULT_DOC_MAX_NEW_TOKENS,
     MODES,
     JobOptions,
     JobProgress,
     PageResult,
+    default_max_new_tokens,
     job_html,
     job_json,
     job_markdown,
@@ -42,9 +43,11 @@ from ui.common import (
     to_sampling,
 )
 from ui.files import OutputRoot
+from ui.toasts import shown_errors
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PREVIEW_HEIGHT = 720
+N_VIEWS = 6  # what `page_views` fills: preview, layout, HTML, Markdown, fields table, fields note
 
 
 def page_status_line(r: PageResult) -> str:
@@ -56,15 +59,19 @@ def page_status_line(r: PageResult) -> str:
     return f"- {plain_markdown(r.label)}: {len(r.blocks)} layout blocks, {format_stats(r.stats)}{flag}{kind}{problems}"
 
 
-def status_markdown(progress: JobProgress, page_lines: list[str] | None = None) -> str:
+def status_markdown(progress: JobProgress, page_lines: list[str] | None = None, *, stopped: bool = False) -> str:
     """One line per finished page (with truncation flags), the page in progress, and any file errors.
 
     `page_lines`: the finished pages' lines made so far (the first ones are reused, the rest added), so a
-    streaming job renders each finished page's line once instead of once per update.
+    streaming job renders each finished page's line once instead of once per update. `stopped`: the person
+    pressed Stop; the page that was in progress is no longer "being parsed".
     """
     lines = []
     n = len(progress.done)
-    if progress.finished:
+    if stopped:
+        lines.append(f"**Stopped: {n} of {progress.total_pages} pages done.** "
+                     f"{'The finished pages are kept below.' if n else 'Nothing was finished.'}")
+    elif progress.finished:
         lines.append(f"**Done: {n} of {progress.total_pages} pages.**")
     elif progress.current:
         lines.append(f"**Parsing {plain_markdown(progress.current)}** ({n} of {progress.total_pages} pages done)")
@@ -85,16 +92,35 @@ def _with_view_changes(job: Iterator[JobProgress]) -> Iterator[tuple[JobProgress
             seen = key
 
 
+def fields_note(page: PageResult) -> str:
+    """Above the Fields table: what is wrong with the page's fields, in plain view (empty when nothing is)."""
+    if page.fields is None or not page.field_problems:
+        return ""
+    # The problems quote what the model wrote (its keys): shown as text, never markup.
+    return "\n".join(["⚠️ **This page's fields have problems** (the model's whole answer is in the HTML tab):",
+                      *(f"- **{plain_markdown(p)}**" for p in page.field_problems)])
+
+
 def page_views(pages: list[PageResult], label: str | None):
-    """(preview, layout image, raw HTML, Markdown, fields rows) for the chosen page."""
+    """(preview, layout image, raw HTML, Markdown, fields rows, fields note) for the chosen page."""
     page = next((p for p in pages if p.label == label), pages[-1] if pages else None)
     if page is None:
-        return "", None, "", "", []
+        return "", None, "", "", [], ""
     preview = iframe_html(page.html if page.is_html else f"<pre>{html_lib.escape(page.raw)}</pre>",
                           height=PREVIEW_HEIGHT, title=f"Preview of {page.label}")
     layout = draw_layout(page.image, [b for b in page.blocks if b.box is not None])
     rows = [[k, "" if v is None else str(v)] for k, v in (page.fields or {}).items()]
-    return preview, layout, page.html or page.raw, page.markdown, rows
+    return preview, layout, page.html or page.raw, page.markdown, rows, fields_note(page)
+
+
+def job_views(progress: JobProgress | None, label: str | None):
+    """`page_views` of a job's finished pages (the tab keeps the job's last JobProgress)."""
+    return page_views(list(progress.done) if progress else [], label)
+
+
+def stopped_status(progress: JobProgress | None) -> str:
+    """The status after Stop: what was finished, and no page still "being parsed"."""
+    return status_markdown(progress, stopped=True) if progress else "**Stopped before any page started.**"
 
 
 def job_stem(files: list[str] | None) -> str:
@@ -131,12 +157,15 @@ class DocumentsTab:
             shown = 0
             # Token-only updates (the live box) are throttled; a page finishing or starting is shown at once.
             job = throttle(_with_view_changes(run_job(self.session, files or [], options)), urgent=lambda s: s[1])
+            limit = options.sampling.max_new_tokens
             with contextlib.closing(job):
                 for state, changed in job:
                     pages_done = list(state.done)
-                    if changed:
-                        progress((len(pages_done), max(state.total_pages, 1)), desc=state.current or "Parsing",
-                                 unit="pages")
+                    # Tokens too: a long page is minutes without a page finishing, and "0/1" looked stuck.
+                    tokens = f" · {state.tokens} of at most {limit} tokens" if state.current and state.tokens else ""
+                    progress((len(pages_done), max(state.total_pages, 1)),
+                             desc=f"{state.current or 'Parsing'}{tokens}", unit="pages")
+                    kept = replace(state, partial="")  # for Stop and the page picker; the live text is shown
                     if len(pages_done) != shown or state.finished:
                         # A page finished: refresh views and downloads (Stop keeps what is here now).
                         shown = len(pages_done)
@@ -145,15 +174,22 @@ class DocumentsTab:
                         labels = [p.label for p in pages_done]
                         views = page_views(pages_done, labels[-1] if labels else None)
                         live = state.partial or (pages_done[-1].raw if pages_done else "")
-                        yield (pages_done, gr.Dropdown(choices=labels, value=labels[-1] if labels else None),
+                        yield (kept, gr.Dropdown(choices=labels, value=labels[-1] if labels else None),
                                *views, live, status_markdown(state, page_lines), downloads or None)
+                    elif changed:
+                        yield (kept, skip, *[skip] * N_VIEWS, state.partial, status_markdown(state, page_lines), skip)
                     else:
-                        status = status_markdown(state, page_lines) if changed else skip
-                        yield (skip, skip, skip, skip, skip, skip, skip, state.partial, status, skip)
+                        yield (skip, skip, *[skip] * N_VIEWS, state.partial, skip, skip)
                     if state.finished and not state.done and state.errors:
                         raise UserError("Nothing could be parsed: " + " ".join(state.errors))
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
+
+    def run_shown(self, *args, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
+        """`run` for the page: an error is one toast and clears the earlier job's views, status and downloads
+        (a refused job left the last one's preview and "Done" under red badges, looking current)."""
+        cleared = (None, gr.Dropdown(choices=[], value=None), "", None, "", "", [], "", "", "", None)
+        yield from shown_errors(self.run(*args, progress=progress), cleared)
 
     def api_parse(self, file: str, mode: str, pages: str, dpi: float, fields: str):
         """/parse_document: one file in; the job's sanitized HTML, Markdown and per-page layout JSON out."""
@@ -162,7 +198,8 @@ class DocumentsTab:
                 raise UserError("A PDF or page image is required.")
             # An empty dpi is the default; 0 is refused like any value out of range, never replaced.
             options = self.options(mode or MODES[0], fields or "", pages or "", DEFAULT_DPI if dpi is None else dpi,
-                                   DEFAULT_DOC_IMAGE_TOKENS, default_sampling_values(DEFAULT_DOC_MAX_NEW_TOKENS))
+                                   DEFAULT_DOC_IMAGE_TOKENS,
+                                   default_sampling_values(default_max_new_tokens(self.session.status())))
             *_, last = run_job(self.session, [file], options)
             if last.errors and not last.done:
                 raise UserError("; ".join(last.errors))
@@ -171,7 +208,7 @@ class DocumentsTab:
             raise to_gr_error(exc) from None
 
     def render(self) -> None:
-        state = gr.State([])
+        state = gr.State(None)  # the job's last JobProgress: its finished pages, for the page picker and Stop
         with gr.Row():
             with gr.Column(scale=2):
                 files = gr.File(file_count="multiple", file_types=list(DOCUMENT_SUFFIXES), type="filepath",
@@ -185,7 +222,7 @@ class DocumentsTab:
                     dpi = gr.Slider(MIN_DPI, MAX_DPI, value=DEFAULT_DPI, step=10, label="PDF render DPI", scale=2)
                 with gr.Accordion("Options", open=False):
                     max_tokens = image_tokens_slider(DEFAULT_DOC_IMAGE_TOKENS)
-                    sampling = SamplingControls.render(max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS,
+                    sampling = SamplingControls.render(max_new_tokens=default_max_new_tokens(self.session.status()),
                                                        defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
                 with gr.Row():
@@ -196,8 +233,8 @@ class DocumentsTab:
                                     elem_id="doc-downloads")
             with gr.Column(scale=3):
                 page_pick = gr.Dropdown(label="Page", choices=[], elem_id="doc-page")
-                with gr.Tabs():
-                    with gr.Tab("Preview"):
+                with gr.Tabs(elem_id="doc-views") as view_tabs:
+                    with gr.Tab("Preview", id="preview"):
                         preview = gr.HTML(elem_id="doc-preview")
                     with gr.Tab("Layout"):
                         layout = gr.Image(label="Layout boxes by kind", type="pil", interactive=False,
@@ -206,21 +243,27 @@ class DocumentsTab:
                         raw_html = gr.Code(language="html", label="QwenVL HTML (as the model wrote it)")
                     with gr.Tab("Markdown"):
                         markdown = gr.Code(language="markdown", label="Markdown", elem_id="doc-markdown")
-                    with gr.Tab("Fields"):
-                        fields_table = gr.Dataframe(headers=["field", "value"], interactive=False)
+                    with gr.Tab("Fields", id="fields"):
+                        fields_problems = gr.Markdown(elem_id="doc-field-problems")
+                        fields_table = gr.Dataframe(headers=["field", "value"], interactive=False,
+                                                    elem_id="doc-fields")
                 live = gr.Textbox(label="Live output (current page)", lines=6, max_lines=12, elem_id="doc-live")
         examples = [[[str(ASSETS / "receipt.png")], MODES[0]], [[str(ASSETS / "receipt.png")], MODES[3]]]
         gr.Examples([e for e in examples if Path(e[0][0]).is_file()], inputs=[files, mode])
 
-        mode.change(lambda m: gr.Textbox(visible=m == MODES[3]), mode, fields, queue=False, api_visibility="private")
-        views = [preview, layout, raw_html, markdown, fields_table]
-        page_pick.change(page_views, [state, page_pick], views, queue=False, api_visibility="private")
+        def show_mode(m: str):  # Extract fields: its list box, and its results in view
+            return gr.Textbox(visible=m == MODES[3]), gr.Tabs(selected="fields" if m == MODES[3] else "preview")
+
+        mode.change(show_mode, mode, [fields, view_tabs], queue=False, api_visibility="private")
+        views = [preview, layout, raw_html, markdown, fields_table, fields_problems]
+        page_pick.change(job_views, [state, page_pick], views, queue=False, api_visibility="private")
         running = run_btn.click(
-            self.run, [files, mode, fields, pages, dpi, max_tokens, *sampling.components],
+            self.run_shown, [files, mode, fields, pages, dpi, max_tokens, *sampling.components],
             [state, page_pick, *views, live, status, downloads],
             **self.gpu, api_visibility="private",
         )
-        stop_btn.click(None, None, None, cancels=[running], queue=False, api_visibility="private")
+        # Stop ends the job where it is: the status then says so, instead of "Parsing page 3/12" for ever.
+        stop_btn.click(stopped_status, state, status, cancels=[running], queue=False, api_visibility="private")
 
         with gr.Group(visible=False):
             api_in = [gr.File(type="filepath", label="file"), gr.Dropdown(list(MODES), value=MODES[0], label="mode"),
