@@ -96,3 +96,20 @@ def test_the_header_names_the_model_not_the_server_path(tmp_path):
     assert display_name(str(ckpt)) == "qwen-demo"
     assert display_name("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert display_name(str(Path("~") / "models" / "mine")) == "mine"
+
+
+@pytest.mark.parametrize("tab", ["chat", "grounding", "documents", "video"])
+def test_every_tab_offers_its_examples(make_session, tab):
+    """Regression: after the tabs moved into ui/tabs/, Grounding and Documents looked for their example files in
+    ui/assets, filtered every example out, and showed an empty "Examples" box (Video QA's, a blank player)."""
+    import importlib
+
+    import gradio as gr
+
+    module = importlib.import_module(f"ui.tabs.{tab}")
+    cls = next(getattr(module, n) for n in dir(module) if n.endswith("Tab") and n.lower() == f"{tab}tab")
+    with gr.Blocks() as blocks:
+        cls(make_session()).render()
+    datasets = [b for b in blocks.blocks.values() if isinstance(b, gr.Dataset)]
+    assert datasets and all(len(d.samples) >= 1 for d in datasets)
+    assert (module.ASSETS / "shapes.png").is_file()

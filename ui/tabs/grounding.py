@@ -36,7 +36,7 @@ from ui.common import (
 from ui.files import OutputRoot
 from ui.toasts import shown_errors
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's assets/, beside ui/
 TABLE_HEADERS = ["label", "text", "x1", "y1", "x2", "y2", "x", "y"]
 PLACEHOLDERS = {
     "Detect": "Categories, comma-separated: person, helmet, car",

@@ -45,7 +45,7 @@ from ui.common import (
 from ui.files import OutputRoot
 from ui.toasts import shown_errors
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's assets/, beside ui/
 MAX_GALLERY_FRAMES = 12
 # Chips are our own markup (numbers we parsed); model text around them is escaped. One delegated listener,
 # installed once per page (see shell.HEAD), seeks the player when a chip is clicked.
