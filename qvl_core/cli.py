@@ -216,7 +216,8 @@ def cmd_parse(ns: argparse.Namespace) -> int:
     mode = MODES[3] if ns.fields else MODES[0]
     options = JobOptions(mode=mode, pages=ns.pages, dpi=ns.dpi, sampling=_sampling(ns),
                          max_image_tokens=ns.max_image_tokens,
-                         fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1)
+                         fields=parse_fields(ns.fields) if ns.fields else None, clamp_pages=len(inputs) > 1,
+                         thinking=ns.thinking, thinking_budget=ns.thinking_budget)
     session = _open(ns)
     cache = PageCache(out / ".qvl-cache", session, options)
     render = {"html": job_html, "md": job_markdown, "text": job_text,
@@ -327,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     prs.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PDF render resolution")
     prs.add_argument("--fields", default=None, help="extract these fields as JSON instead (list or JSON schema)")
     prs.add_argument("--quiet", "-q", action="store_true")
+    # Off by default, like the app's Documents tab: the answer is parsed, which reasoning first rarely improves,
+    # and a thinking model spends thousands of tokens per page on it.
+    prs.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=False,
+                     help="let a thinking model reason before each page (default: off); only the answer is parsed, "
+                          "each page's reasoning goes into --format json")
+    prs.add_argument("--thinking-budget", type=int, default=DEFAULT_THINKING_BUDGET,
+                     help="reasoning tokens per page before the reasoning is closed and the model made to answer")
     add_model_args(prs)
     _add_sampling_args(prs)
     prs.set_defaults(func=cmd_parse, max_new_tokens=DEFAULT_DOC_MAX_NEW_TOKENS,

@@ -25,11 +25,11 @@ def drain(gen):
 def test_tab_parses_a_pdf_and_offers_downloads(make_session, tmp_path):
     tab = DocumentsTab(make_session("qwen2_5_vl", REPORT_HTML))
     pdf = make_pdf(tmp_path / "report.pdf", 2)
-    state, pick, preview, layout, raw_html, markdown, rows, note, live, status, downloads = drain(
+    state, pick, preview, layout, raw_html, markdown, rows, note, reasoning, live, status, downloads = drain(
         tab.run([str(pdf)], MODES[0], "", "", 150, 4096, *SAMPLING, progress=lambda *a, **k: None))
     assert [p.label for p in state.done] == ["report.pdf · page 1/2", "report.pdf · page 2/2"]
     # No fields in HTML mode; the last page's raw answer stays shown.
-    assert rows == [] and note == "" and live == REPORT_HTML
+    assert rows == [] and note == "" and reasoning == "" and live == REPORT_HTML  # a model that did not think
     assert pick.value == "report.pdf · page 2/2" and "Done: 2 of 2 pages" in status
     assert preview.startswith('<iframe sandbox=""') and "Quarterly report" in preview
     assert layout.size == (800, 1000) and "## Quarterly report" in markdown and "data-bbox" in raw_html

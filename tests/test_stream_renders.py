@@ -108,7 +108,7 @@ def test_documents_stream_per_batch_and_render_each_finished_page_once(make_sess
     # Per page: its tokens in batches, the page starting, the page finishing; plus the job's start and end.
     assert len(renders) <= backend.chunks // BATCH + 3 * SLACK + 2, (len(renders), backend.chunks)
     assert stats_calls[0] == 3  # one status line per finished page, made once
-    assert "Done: 3 of 3 pages" in renders[-1][8]
+    assert "Done: 3 of 3 pages" in renders[-1][-2]  # the status, before the downloads
 
 
 def test_throttle_shows_the_last_step_it_held_back(scripted_clock):

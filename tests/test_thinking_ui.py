@@ -4,18 +4,22 @@ and the API."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+import ui.tabs.documents
 from qvl_core.engine.messages import build_messages
 from qvl_core.engine.thinking import ThinkingSupport
 from qvl_core.tasks.conversation import Conversation
+from qvl_core.tasks.documents import MODES, JobOptions, run_job
 from tests.browser import save_screenshot, send_chat
 from ui.common import PARSED_TASK_THINKING, thinking_info
 from ui.tabs.chat import THOUGHT_TITLE, ChatTab, render
+from ui.tabs.documents import DocumentsTab
 from ui.tabs.grounding import GroundingTab
 
 FAMILIES = ("qwen3_5", "qwen3_5_moe")
@@ -25,6 +29,10 @@ CHAT_SCRIPT = f"{REASONING}\n</think>\n\nLeft."
 # Reasoning with a draft box (0-1000 over the image), then the final box.
 DRAFT = 'A draft: {"bbox_2d": [0, 0, 100, 100], "label": "draft"}. Hmm.\n</think>\n\n'
 FINAL = '```json\n[{"bbox_2d": [250, 250, 500, 750], "label": "red box"}]\n```'
+# A page: reasoning with a draft heading (0-1000 over the page), then the final HTML.
+DOC_DRAFT = 'Reasoning with a draft <h2 data-bbox="0 0 100 100">Draft title</h2>. Hmm.\n</think>\n\n'
+DOC_FINAL = '```html\n<h1 data-bbox="250 250 500 750">Final title</h1>\n```'
+DOC_SAMPLING = [256, 0.0, 1.0, 0, 1.0, -1, None]  # max new tokens, temperature, top p, top k, penalty, seed, presence
 # system, 7 sampling values, max image tokens, fps, max frames, label media
 SETTINGS = ["", 200, None, None, None, None, -1, None, 1280, 2.0, 64, False]
 
@@ -137,3 +145,54 @@ def test_browser_shows_the_collapsible_thought_above_the_answer(make_session, la
         save_screenshot(page, name)
         title.click()
         page.wait_for_function("(el) => !el.innerText.includes('The user asks')", arg=thought.element_handle())
+
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_documents_task_and_handler_lay_out_only_the_final_answer(make_session, photo, family, monkeypatch):
+    """Bug guarded: the Documents tab had no Thinking switch, and its job dropped the page's reasoning; a draft
+    block inside the reasoning must never become layout, HTML or Markdown. Task and tab handler."""
+    session = make_session(family, DOC_DRAFT + DOC_FINAL)
+    *_, last = run_job(session, [photo], JobOptions(thinking=True))
+    (page,) = last.done
+    assert page.raw == DOC_FINAL and page.reasoning.startswith("Reasoning with a draft")
+    assert [(b.text, b.box) for b in page.blocks] == [("Final title", (160.0, 120.0, 320.0, 360.0))]
+    assert "Draft" not in page.markdown and page.to_json()["reasoning"] == page.reasoning
+    monkeypatch.setattr(ui.tabs.documents, "throttle", lambda steps, **_: steps)  # every step shown: no clock
+    outputs = list(DocumentsTab(session).run_page(True, 2048, [photo], MODES[0], "", "", 150, 1280, *DOC_SAMPLING,
+                                                  progress=lambda *a, **k: None))
+    state, _pick, _preview, _layout, raw_html, markdown, _rows, _note, reasoning, *_ = outputs[-1]
+    assert reasoning == page.reasoning and "Draft" not in raw_html + markdown and "Final title" in raw_html
+    assert state.done[0].reasoning == page.reasoning
+    # While the page streamed, the reasoning box showed its reasoning so far (the view before the live text).
+    streamed = [(o[8], o[9]) for o in outputs[:-1]]
+    assert any(r.startswith("Reasoning with a draft <h2") and live == "" for r, live in streamed), streamed
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parse_document_api_takes_thinking_last(make_session, launch_app, photo, family):
+    """/parse_document with thinking on: the HTML and layout come from the answer alone, the page's reasoning is in
+    its layout entry; `thinking` comes last, so the positional call of before still works (thinking off)."""
+    app = launch_app(make_session(family, DOC_DRAFT + DOC_FINAL))
+    client = Client(app.local_url, verbose=False)
+    html, markdown, layout = client.predict(file=handle_file(photo), mode=MODES[0], pages="all", dpi=150,
+                                            fields="", thinking=True, api_name="/parse_document")
+    assert "Final title" in html and "Draft" not in html + markdown
+    assert [b["text"] for b in layout[0]["blocks"]] == ["Final title"]
+    assert layout[0]["reasoning"].startswith("Reasoning with a draft")
+    plain = launch_app(make_session(family, DOC_FINAL))
+    html, _markdown, layout = Client(plain.local_url, verbose=False).predict(
+        handle_file(photo), MODES[0], "all", 150, "", api_name="/parse_document")
+    assert "Final title" in html and "reasoning" not in layout[0]
+
+
+def test_qvl_parse_takes_thinking_off_by_default(make_session, photo, tmp_path, monkeypatch):
+    """`qvl parse` had no way to turn thinking on (JobOptions.thinking was unreachable from the command line);
+    with --thinking each page's reasoning goes into the JSON and its layout comes from the answer alone."""
+    import qvl_core.cli as cli
+
+    assert cli.build_parser().parse_args(["parse", photo, "--out", "o"]).thinking is False
+    monkeypatch.setattr(cli, "_open", lambda _ns: make_session("qwen3_5", DOC_DRAFT + DOC_FINAL))
+    assert cli.main(["parse", photo, "--out", str(tmp_path), "--format", "json", "--thinking", "--quiet"]) == 0
+    (page,) = json.loads((tmp_path / "photo.json").read_text())
+    assert [b["text"] for b in page["blocks"]] == ["Final title"] and page["reasoning"].startswith("Reasoning")

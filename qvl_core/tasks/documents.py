@@ -143,6 +143,7 @@ class PageResult:
     fields: dict | None = None
     field_problems: tuple[str, ...] = ()
     cached: bool = False  # taken from an earlier run's PageCache, not generated now
+    reasoning: str = ""  # a thinking model's reasoning, never parsed: `raw` is the answer only; plain text to show
 
     @property
     def label(self) -> str:
@@ -188,6 +189,8 @@ class PageResult:
         if self.fields is not None:
             out["fields"] = self.fields
             out["field_problems"] = list(self.field_problems)
+        if self.reasoning:  # only a thinking model's pages: the layout above never came from it
+            out["reasoning"] = self.reasoning
         return out
 
 
@@ -203,6 +206,17 @@ class JobProgress:
     errors: tuple[str, ...] = ()
     finished: bool = False
     tokens: int = 0  # generated so far for the current page: progress while no page finishes
+    reasoning: str = ""  # the current page's reasoning so far (`partial` is its answer so far)
+
+
+@dataclass(frozen=True)
+class PageStep:
+    """Progress of one page: the answer and reasoning so far, the tokens so far, and the result once it is done."""
+
+    raw: str
+    reasoning: str = ""
+    tokens: int = 0
+    result: PageResult | None = None
 
 
 @dataclass
@@ -231,10 +245,9 @@ class JobOptions:
         return self.fields.prompt() if self.mode == MODES[3] and self.fields else HTML_PROMPT
 
 
-def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdir: Path
-               ) -> Iterator[tuple[str, int, PageResult | None]]:
-    """Generate one page: yields (text so far, tokens so far, None) while streaming, then (text, tokens,
-    PageResult)."""
+def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdir: Path) -> Iterator[PageStep]:
+    """Generate one page: steps while streaming, the last one with its PageResult. Only the answer is parsed:
+    a draft block inside a thinking model's reasoning never becomes layout."""
     path = workdir / f"page-{page.page_number:04d}.png"
     page.image.save(path, compress_level=1)  # fast: the session decodes it once more, right away
     # The page was rendered (or decoded and downscaled) here, within MAX_PAGE_PIXELS: the upload limit is for
@@ -242,21 +255,24 @@ def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdi
     request = GenerationRequest(turns=(user_turn(options.prompt(), [str(path)]),), sampling=options.sampling,
                                 max_image_tokens=options.max_image_tokens, image_pixel_limit=MAX_PAGE_PIXELS,
                                 thinking=options.thinking, thinking_budget=options.thinking_budget)
-    raw = ""
+    raw = reasoning = ""
     with contextlib.closing(session.stream(request)) as stream:
         for chunk in stream:
-            raw += chunk.text
+            raw += chunk.text  # the answer only: the stream keeps reasoning apart
+            reasoning += chunk.reasoning
             if chunk.stats is None:
-                yield raw, chunk.tokens, None
+                yield PageStep(raw, reasoning, chunk.tokens)
                 continue
-            yield raw, chunk.tokens, page_result(session, page, options.mode, raw, chunk.stats, options.fields)
+            result = page_result(session, page, options.mode, raw, chunk.stats, options.fields, reasoning=reasoning)
+            yield PageStep(raw, reasoning, chunk.tokens, result)
 
 
 def page_result(session: Backend, page: DocumentPage, mode: str, raw: str, stats: GenerationStats,
-                fields: FieldSpec | None) -> PageResult:
+                fields: FieldSpec | None, *, reasoning: str = "") -> PageResult:
     """Turn a finished answer into a PageResult (layout in original page pixels, or validated fields)."""
     input_size = stats.image_input_sizes[0]
-    result = PageResult(page.source_name, page.page_number, page.n_pages, page.image, raw, mode, stats, input_size)
+    result = PageResult(page.source_name, page.page_number, page.n_pages, page.image, raw, mode, stats, input_size,
+                        reasoning=reasoning)
     if mode == MODES[3] and fields is not None:
         values, problems = validate_fields(raw, fields)
         return replace(result, fields=values, field_problems=tuple(problems))
@@ -279,13 +295,16 @@ def _sizes(value: Any) -> tuple[tuple[int, int], ...] | None:
 _OPTIONAL_NUMBERS = ("ttft_s", "decode_tps", "peak_gpu_mb")
 
 
-def cache_entry(data: Any) -> tuple[str, GenerationStats] | None:
-    """A decoded page-cache file -> (raw answer, stats), or None unless it is exactly what `PageCache.put` writes.
+def cache_entry(data: Any) -> tuple[str, GenerationStats, str] | None:
+    """A decoded page-cache file -> (raw answer, stats, reasoning), or None unless it is exactly what
+    `PageCache.put` writes (an entry from before reasoning was kept has none: "").
 
     Entries outlive the code that wrote them: a stats field added or dropped since, a hand edit or a cut-off
     copy must cost that one page a re-run, never the whole job (GenerationStats(**stale) raised TypeError).
     """
     if not isinstance(data, dict) or not isinstance(data.get("raw"), str) or not isinstance(data.get("stats"), dict):
+        return None
+    if not isinstance(data.get("reasoning", ""), str):
         return None
     stats = dict(data["stats"])
     if set(stats) != {f.name for f in dataclass_fields(GenerationStats)}:
@@ -299,7 +318,7 @@ def cache_entry(data: Any) -> tuple[str, GenerationStats] | None:
     if not numbers_ok or stats["finish_reason"] not in get_args(FinishReason):
         return None
     stats.update(image_input_sizes=input_sizes, image_original_sizes=original_sizes)
-    return data["raw"], GenerationStats(**stats)
+    return data["raw"], GenerationStats(**stats), data.get("reasoning", "")
 
 
 class PageCache:
@@ -331,8 +350,9 @@ class PageCache:
     def _path(self, source: str | Path, page_number: int) -> Path:
         return self.root / f"{Path(source).stem}-{self._key(source)}" / f"page-{page_number:04d}.json"
 
-    def get(self, source: str | Path, page_number: int) -> tuple[str, GenerationStats] | None:
-        """The page's (raw answer, stats) from an earlier run; None when absent or not usable (the page re-runs)."""
+    def get(self, source: str | Path, page_number: int) -> tuple[str, GenerationStats, str] | None:
+        """The page's (raw answer, stats, reasoning) from an earlier run; None when absent or not usable (the page
+        re-runs)."""
         path = self._path(source, page_number)
         if not path.is_file():
             return None
@@ -349,7 +369,8 @@ class PageCache:
         path = self._path(source, result.page_number)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"raw": result.raw, "stats": asdict(result.stats)}, ensure_ascii=False),
+        tmp.write_text(json.dumps({"raw": result.raw, "stats": asdict(result.stats),
+                                  "reasoning": result.reasoning}, ensure_ascii=False),
                        encoding="utf-8")
         tmp.replace(path)  # atomic: an interrupted run never leaves a half-written page behind
 
@@ -389,14 +410,18 @@ def run_job(session: Backend, paths: Sequence[str | Path], options: JobOptions, 
                         label = f"{name} · page {page.page_number}/{page.n_pages}"
                         cached = cache.get(path, page.page_number) if cache else None
                         if cached is not None:
-                            result = page_result(session, page, options.mode, *cached, options.fields)
+                            raw, stats, reasoning = cached
+                            result = page_result(session, page, options.mode, raw, stats, options.fields,
+                                                 reasoning=reasoning)
                             done.append(replace(result, cached=True))
                             yield JobProgress(tuple(done), total, label, "", tuple(errors))
                             continue
                         with contextlib.closing(parse_page(session, page, options, Path(tmp))) as steps:
-                            for partial, tokens, result in steps:
+                            for step in steps:
+                                result = step.result
                                 if result is None:
-                                    yield JobProgress(tuple(done), total, label, partial, tuple(errors), tokens=tokens)
+                                    yield JobProgress(tuple(done), total, label, step.raw, tuple(errors),
+                                                      tokens=step.tokens, reasoning=step.reasoning)
                                 else:
                                     done.append(result)
                                     if cache is not None and result.stats.finish_reason != "cancelled":

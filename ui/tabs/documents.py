@@ -12,6 +12,7 @@ import gradio as gr
 
 from qvl_core.draw import draw_layout
 from qvl_core.engine.backend import Backend
+from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
 from qvl_core.errors import UserError
 from qvl_core.media.documents import DEFAULT_DPI, DOCUMENT_SUFFIXES, MAX_DPI, MIN_DPI
 from qvl_core.parse.html import iframe_html
@@ -31,23 +32,27 @@ from qvl_core.tasks.documents import (
     write_job_files,
 )
 from ui.common import (
+    PARSED_TASK_THINKING,
     SamplingControls,
+    ThinkingControls,
     default_sampling_values,
     format_stats,
     gpu_event,
     image_tokens_slider,
     model_sampling_defaults,
+    model_thinking,
     plain_markdown,
     throttle,
     to_gr_error,
     to_sampling,
+    to_thinking,
 )
 from ui.files import OutputRoot
 from ui.toasts import shown_errors
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's assets/, beside ui/
 PREVIEW_HEIGHT = 720
-N_VIEWS = 6  # what `page_views` fills: preview, layout, HTML, Markdown, fields table, fields note
+N_VIEWS = 7  # what `page_views` fills: preview, layout, HTML, Markdown, fields table, fields note, reasoning
 
 
 def page_status_line(r: PageResult) -> str:
@@ -102,15 +107,15 @@ def fields_note(page: PageResult) -> str:
 
 
 def page_views(pages: list[PageResult], label: str | None):
-    """(preview, layout image, raw HTML, Markdown, fields rows, fields note) for the chosen page."""
+    """(preview, layout image, raw HTML, Markdown, fields rows, fields note, reasoning) for the chosen page."""
     page = next((p for p in pages if p.label == label), pages[-1] if pages else None)
     if page is None:
-        return "", None, "", "", [], ""
+        return "", None, "", "", [], "", ""
     preview = iframe_html(page.html if page.is_html else f"<pre>{html_lib.escape(page.raw)}</pre>",
                           height=PREVIEW_HEIGHT, title=f"Preview of {page.label}")
     layout = draw_layout(page.image, [b for b in page.blocks if b.box is not None])
     rows = [[k, "" if v is None else str(v)] for k, v in (page.fields or {}).items()]
-    return preview, layout, page.html or page.raw, page.markdown, rows, fields_note(page)
+    return preview, layout, page.html or page.raw, page.markdown, rows, fields_note(page), page.reasoning
 
 
 def job_views(progress: JobProgress | None, label: str | None):
@@ -137,20 +142,26 @@ class DocumentsTab:
         self.files = files or OutputRoot()  # the app's output folder; a tab built on its own gets one, unswept
 
     def options(self, mode: str, fields: str, pages: str, dpi: float, max_tokens: float, sampling_values,
-                n_files: int = 1) -> JobOptions:
+                n_files: int = 1, *, thinking: bool | None = None,
+                thinking_budget: float | None = DEFAULT_THINKING_BUDGET) -> JobOptions:
         spec = parse_fields(fields) if mode == MODES[3] else None
+        think, budget = to_thinking(thinking, thinking_budget)
         return JobOptions(mode=mode, pages=(pages or "").strip() or None, dpi=dpi,  # JobOptions checks it
                           max_image_tokens=as_number("max_image_tokens", max_tokens, whole=True),
                           sampling=to_sampling(*sampling_values, defaults=model_sampling_defaults(self.session)),
-                          fields=spec,
+                          fields=spec, thinking=think, thinking_budget=budget,
                           clamp_pages=n_files > 1)  # pages per job: the backend's limits.max_pdf_pages
 
     def run(self, files: list[str] | None, mode: str, fields: str, pages: str, dpi: float, max_tokens: float,
-            *sampling_values, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
-        """Stream a whole job. Views change when a page finishes; the live box streams the current page."""
+            *sampling_values, thinking: bool | None = None, thinking_budget: float | None = DEFAULT_THINKING_BUDGET,
+            progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
+        """Stream a whole job. Views change when a page finishes; the live box streams the current page, the
+        reasoning box its reasoning (the last view). `thinking`: None is the model's default (the page's switch
+        starts at PARSED_TASK_THINKING)."""
         skip = gr.skip()
         try:
-            options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []))
+            options = self.options(mode, fields, pages, dpi, max_tokens, sampling_values, len(files or []),
+                                   thinking=thinking, thinking_budget=thinking_budget)
             outdir = self.files.new_dir("qvl-docjob-")
             downloads: list[str] = []
             page_lines: list[str] = []  # status lines of finished pages, each rendered once
@@ -165,7 +176,7 @@ class DocumentsTab:
                     tokens = f" · {state.tokens} of at most {limit} tokens" if state.current and state.tokens else ""
                     progress((len(pages_done), max(state.total_pages, 1)),
                              desc=f"{state.current or 'Parsing'}{tokens}", unit="pages")
-                    kept = replace(state, partial="")  # for Stop and the page picker; the live text is shown
+                    kept = replace(state, partial="", reasoning="")  # for Stop and the picker; the live text is shown
                     if len(pages_done) != shown or state.finished:
                         # A page finished: refresh views and downloads (Stop keeps what is here now).
                         shown = len(pages_done)
@@ -177,29 +188,39 @@ class DocumentsTab:
                         yield (kept, gr.Dropdown(choices=labels, value=labels[-1] if labels else None),
                                *views, live, status_markdown(state, page_lines), downloads or None)
                     elif changed:
-                        yield (kept, skip, *[skip] * N_VIEWS, state.partial, status_markdown(state, page_lines), skip)
+                        yield (kept, skip, *[skip] * (N_VIEWS - 1), state.reasoning, state.partial,
+                               status_markdown(state, page_lines), skip)
                     else:
-                        yield (skip, skip, *[skip] * N_VIEWS, state.partial, skip, skip)
+                        yield (skip, skip, *[skip] * (N_VIEWS - 1), state.reasoning, state.partial, skip, skip)
                     if state.finished and not state.done and state.errors:
                         raise UserError("Nothing could be parsed: " + " ".join(state.errors))
         except Exception as exc:  # noqa: BLE001 - every error becomes a message; the app keeps serving
             raise to_gr_error(exc) from None
 
-    def run_shown(self, *args, progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
+    def run_shown(self, *args, progress=gr.Progress(), **kwargs):  # noqa: B008 - Gradio injects the tracker here
         """`run` for the page: an error is one toast and clears the earlier job's views, status and downloads
         (a refused job left the last one's preview and "Done" under red badges, looking current)."""
-        cleared = (None, gr.Dropdown(choices=[], value=None), "", None, "", "", [], "", "", "", None)
-        yield from shown_errors(self.run(*args, progress=progress), cleared)
+        cleared = (None, gr.Dropdown(choices=[], value=None), "", None, "", "", [], "", "", "", "", None)
+        yield from shown_errors(self.run(*args, progress=progress, **kwargs), cleared)
 
-    def api_parse(self, file: str, mode: str, pages: str, dpi: float, fields: str):
-        """/parse_document: one file in; the job's sanitized HTML, Markdown and per-page layout JSON out."""
+    def run_page(self, thinking: bool, thinking_budget: float, *args,
+                 progress=gr.Progress()):  # noqa: B008 - Gradio injects the progress tracker here
+        """The page's event: the Thinking switch and budget first, then `run`'s inputs."""
+        yield from self.run_shown(*args, thinking=thinking, thinking_budget=thinking_budget, progress=progress)
+
+    def api_parse(self, file: str, mode: str, pages: str, dpi: float, fields: str,
+                  thinking: bool | None = PARSED_TASK_THINKING):
+        """/parse_document: one file in; the job's sanitized HTML, Markdown and per-page layout JSON out.
+        `thinking` (last, so positional callers keep working) starts off like the page's switch; the reasoning
+        is never parsed, and each page's is in its layout entry."""
         try:
             if not file:
                 raise UserError("A PDF or page image is required.")
             # An empty dpi is the default; 0 is refused like any value out of range, never replaced.
             options = self.options(mode or MODES[0], fields or "", pages or "", DEFAULT_DPI if dpi is None else dpi,
                                    DEFAULT_DOC_IMAGE_TOKENS,
-                                   default_sampling_values(default_max_new_tokens(self.session.status())))
+                                   default_sampling_values(default_max_new_tokens(self.session.status())),
+                                   thinking=to_thinking(thinking, None)[0])
             *_, last = run_job(self.session, [file], options)
             if last.errors and not last.done:
                 raise UserError("; ".join(last.errors))
@@ -225,6 +246,7 @@ class DocumentsTab:
                     sampling = SamplingControls.render(max_new_tokens=default_max_new_tokens(self.session.status()),
                                                        defaults=model_sampling_defaults(self.session),
                                                        limit=self.session.limits.max_new_tokens)
+                    thinking = ThinkingControls.render(model_thinking(self.session), parsed=True)
                 with gr.Row():
                     run_btn = gr.Button("Parse", variant="primary", elem_id="doc-run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="doc-stop")
@@ -248,6 +270,9 @@ class DocumentsTab:
                         fields_table = gr.Dataframe(headers=["field", "value"], interactive=False,
                                                     elem_id="doc-fields")
                 live = gr.Textbox(label="Live output (current page)", lines=6, max_lines=12, elem_id="doc-live")
+                # Apart from the answer and never parsed: a draft block in it is not laid out. A Textbox: plain text.
+                with gr.Accordion("Model's reasoning (not parsed)", open=False, elem_id="doc-reasoning-box"):
+                    reasoning = gr.Textbox(show_label=False, lines=6, max_lines=20, elem_id="doc-reasoning")
         examples = [[[str(ASSETS / "receipt.png")], MODES[0]], [[str(ASSETS / "receipt.png")], MODES[3]]]
         gr.Examples([e for e in examples if Path(e[0][0]).is_file()], inputs=[files, mode])
 
@@ -255,10 +280,10 @@ class DocumentsTab:
             return gr.Textbox(visible=m == MODES[3]), gr.Tabs(selected="fields" if m == MODES[3] else "preview")
 
         mode.change(show_mode, mode, [fields, view_tabs], queue=False, api_visibility="private")
-        views = [preview, layout, raw_html, markdown, fields_table, fields_problems]
+        views = [preview, layout, raw_html, markdown, fields_table, fields_problems, reasoning]
         page_pick.change(job_views, [state, page_pick], views, queue=False, api_visibility="private")
         running = run_btn.click(
-            self.run_shown, [files, mode, fields, pages, dpi, max_tokens, *sampling.components],
+            self.run_page, [*thinking.components, files, mode, fields, pages, dpi, max_tokens, *sampling.components],
             [state, page_pick, *views, live, status, downloads],
             **self.gpu, api_visibility="private",
         )
@@ -268,7 +293,7 @@ class DocumentsTab:
         with gr.Group(visible=False):
             api_in = [gr.File(type="filepath", label="file"), gr.Dropdown(list(MODES), value=MODES[0], label="mode"),
                       gr.Textbox("all", label="pages"), gr.Number(DEFAULT_DPI, label="dpi"),
-                      gr.Textbox("", label="fields")]
+                      gr.Textbox("", label="fields"), gr.Checkbox(PARSED_TASK_THINKING, label="thinking")]
             api_out = [gr.Textbox(label="html"), gr.Textbox(label="markdown"), gr.JSON(label="layout")]
             api_btn = gr.Button()
         api_btn.click(self.api_parse, api_in, api_out, api_name="parse_document", **self.gpu)
