@@ -20,7 +20,7 @@ from ui.guard import LoginThrottle, anonymous_allowed, event_refusal, from_own_p
 from ui.launch import build_app
 from ui.shell import LAUNCH_KWARGS
 
-DOCUMENTED = {"chat", "chat_reset", "ground", "parse_document", "video_qa"}  # README's API section
+DOCUMENTED = {"chat", "chat_reasoning", "chat_reset", "ground", "parse_document", "video_qa"}  # README's API section
 HOLD = "hold-the-gpu"
 USER = ("ann", "s3cret")
 
@@ -170,7 +170,7 @@ def test_internal_events_are_refused_through_the_queue(app):
     demo, backend = app
     base, calls = demo.local_url.rstrip("/"), len(backend.records)
     internal = {i: fn for i, fn in demo.fns.items() if fn.fn is not None and fn.api_name not in DOCUMENTED}
-    assert any(fn.api_name == "run" for fn in internal.values())
+    assert any(fn.api_name == "run_page" for fn in internal.values())
     assert all(fn.api_visibility != "public" for fn in internal.values())  # private, or gr.Examples' undocumented
     for index, fn in internal.items():
         body = {**_chat_body(demo, "x"), "fn_index": index}
@@ -179,7 +179,7 @@ def test_internal_events_are_refused_through_the_queue(app):
             assert r.status_code == 403 and "documented endpoints" in r.text, (fn.api_name, r.text)
         r = httpx.post(f"{base}/gradio_api/call/{fn.api_name}", json={"data": body["data"]}, timeout=30)
         assert r.status_code == 403, (fn.api_name, r.status_code)
-    run_index, _ = _fn(demo, "run")
+    run_index, _ = _fn(demo, "run_page")
     with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own error types
         Client(demo.local_url, verbose=False).predict(None, "cat", fn_index=run_index)
     assert len(backend.records) == calls
@@ -189,7 +189,7 @@ def test_the_page_still_runs_its_internal_events(app):
     """The guard must not break the app's own page: a same-origin queue/join of an internal event is accepted."""
     demo, _ = app
     base = demo.local_url.rstrip("/")
-    index, _ = _fn(demo, "run")
+    index, _ = _fn(demo, "run_page")
     body = {**_chat_body(demo, "x"), "fn_index": index, "data": [None] * len(demo.fns[index].inputs)}
     r = httpx.post(base + "/gradio_api/queue/join", json=body, timeout=30,
                    headers={"origin": base, "sec-fetch-site": "same-origin"})
