@@ -37,7 +37,7 @@ DAMAGE = {
     "JSON but a list": lambda _text: "[]",
     "raw not text": lambda text: json.dumps({**json.loads(text), "raw": 7}),
     "no stats": lambda text: json.dumps({"raw": json.loads(text)["raw"]}),
-    "a field from a newer version": _stats_edit(lambda s: s.update(reasoning_tokens=3)),
+    "a field from a newer version": _stats_edit(lambda s: s.update(a_field_from_the_future=3)),
     "a field from an older version": _stats_edit(lambda s: s.pop("image_original_sizes")),
     "no input size": _stats_edit(lambda s: s.update(image_input_sizes=[])),
     "input size not a pair": _stats_edit(lambda s: s.update(image_input_sizes=[[868]])),
