@@ -194,7 +194,7 @@ def test_chat_handlers_send_stream_retry_undo_edit(session, media_dir):
     assert conv.turns == () and box == {"text": "Describe", "files": [str(media_dir / "red.jpg")]}
     conv, _, _ = tab.add_message({"text": "first try", "files": []}, Conversation())
     conv, _ = _run(tab.answer(conv, *_settings_values()))
-    conv, shown = tab.edit(conv, gr.EditData(None, {"index": 0, "value": "second try", "previous_value": "first try"}))
+    conv = tab.edit(conv, gr.EditData(None, {"index": 0, "value": "second try", "previous_value": "first try"}))
     assert [t.text for t in conv.turns] == ["second try"] and conv.awaiting_answer
 
 

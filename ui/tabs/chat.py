@@ -55,7 +55,7 @@ LATEX = [
 ]
 # The note on an answer that Stop ended before its first token (a long video prefill): the turn keeps its media.
 STOPPED_BEFORE_ANSWER = "stopped by you before the answer began; Retry (↻) answers again"
-# A refusal (a message over a named limit) is raised by a queued event with no outputs: Gradio shows a queued
+# A refusal (a message over a named limit) is raised by a queued event with no visible outputs: Gradio shows a queued
 # event's error as a toast, but a non-queued one's only as an HTTP 500 and an "Error" badge on each output, and
 # an event with no outputs badges nothing, so the conversation and the box stay as they were.
 CHECK_EVENT = {"queue": True, "concurrency_limit": None, "show_progress": "hidden", "api_visibility": "private"}
@@ -287,16 +287,13 @@ class ChatTab:
         box = {"text": turn.text, "files": [m.path for m in turn.media]} if turn else None
         return conv, render(conv), box
 
-    def check_edit(self, conv: Conversation, data: gr.EditData) -> None:
-        """Raise the refusal of an edit over a named limit; the conversation stays as it was."""
+    def edit(self, conv: Conversation, data: gr.EditData) -> Conversation:
+        """The conversation with a message edited; a user edit drops what followed. A refusal (an edit over a
+        named limit) is raised and the conversation stays as it was."""
         try:
-            _edited(conv, data)
+            return _edited(conv, data)
         except UserError as exc:
             raise to_gr_error(exc) from None
-
-    def edit(self, conv: Conversation, data: gr.EditData):
-        conv = _edited(conv, data)
-        return conv, render(conv)
 
     def api_chat(self, message: dict, system: str, max_new_tokens: float, temperature: float, top_p: float,
                  top_k: float, repetition_penalty: float, seed: float, max_image_tokens: float, fps: float,
@@ -370,8 +367,10 @@ class ChatTab:
         retried = chatbot.retry(self.retry, [conv], [conv, chatbot], queue=False, api_visibility="private")
         retried.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
         chatbot.undo(self.undo, [conv], [conv, chatbot, box], queue=False, api_visibility="private")
-        edit_checked = chatbot.edit(self.check_edit, [conv], None, **CHECK_EVENT)
-        edited = edit_checked.success(self.edit, [conv], [conv, chatbot], queue=False, api_visibility="private")
+        # Only the state is the edit's output (no badge on a refusal), and only the edit event itself gets the
+        # EditData: the chatbot is drawn by the next step.
+        edited = chatbot.edit(self.edit, [conv], [conv], **CHECK_EVENT).success(
+            render, [conv], [chatbot], queue=False, api_visibility="private")
         edited.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
         chatbot.clear(lambda: Conversation(), None, [conv], queue=False, api_visibility="private")
 
