@@ -70,7 +70,7 @@ def test_tab_handler_outputs(make_session):
     chapters = ('```json\n[{"start_time": "00:00.00", "end_time": "00:04.00", "description": "red ball moves"},'
                 ' {"start_time": "00:04.00", "end_time": "00:08.00", "description": "blue ball moves"}]\n```')
     tab = VideoTab(make_session("qwen2_5_vl", chapters))
-    html, frames, timeline, rows, json_path, summary, raw, prompt = last(
+    html, frames, timeline, rows, json_path, summary, raw, prompt, _reasoning = last(
         tab.run(CLOCK, "Chapters", "", "", 2.0, 64, 256, 16384, None, None, *SAMPLING))
     assert html.count('class="qvl-chip"') == 4 and raw == chapters and "Localize a series" in prompt
     assert len(frames) == 2 and frames[0][1].startswith("00:00.0") and frames[1][0].size == (320, 240)

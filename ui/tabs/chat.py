@@ -295,11 +295,16 @@ class ChatTab:
         except UserError as exc:
             raise to_gr_error(exc) from None
 
-    def api_chat(self, message: dict, system: str, max_new_tokens: float, temperature: float, top_p: float,
-                 top_k: float, repetition_penalty: float, seed: float, max_image_tokens: float, fps: float,
-                 max_frames: float, thinking: bool | None, thinking_budget: float | None, conv: Conversation):
+    def api_chat(self, message: dict, system: str, max_new_tokens: float, temperature: float | None = None,
+                 top_p: float | None = None, top_k: float | None = None, repetition_penalty: float | None = None,
+                 seed: float | None = None, max_image_tokens: float | None = None, fps: float | None = None,
+                 max_frames: float | None = None, thinking: bool | None = None, thinking_budget: float | None = None,
+                 conv: Conversation | None = None):
         """/chat: send one message in this client's own conversation; streams the reply text (the answer only:
-        the reasoning is kept in the conversation, and /chat_reasoning returns it)."""
+        the reasoning is kept in the conversation, and /chat_reasoning returns it).
+
+        The sampling parameters default to None, the model's own values (its generation_config, or the
+        server's): the `= None` here is what makes them optional for API clients, whose inputs show no value."""
         try:
             files = [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files", [])]
             conv = conv.send((message or {}).get("text", ""), files)
