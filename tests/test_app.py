@@ -169,7 +169,7 @@ def test_chat_reset_starts_a_new_conversation(app):
 
 # ---- the Chat tab's handlers, on plain data ------------------------------------------------------------
 def _settings_values(max_new_tokens: int = 200) -> list:
-    return ["You are a helpful assistant.", max_new_tokens, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False]
+    return ["You are a helpful assistant.", max_new_tokens, 0.0, 1.0, 0, 1.05, -1, None, 1280, 2.0, 64, False]
 
 
 def _run(gen):

@@ -32,8 +32,8 @@ from ui.tabs.video import VideoTab
 ANSWER = '[{"bbox_2d": [10, 10, 60, 60], "label": "thing"}] Ünïcødé ✓ 数字 done.'
 CLOCK = ROOT / "assets" / "clock.mp4"
 SHAPES = ROOT / "assets" / "shapes.png"
-SAMPLING = (256, 0.0, 1.0, 0, 1.05, -1)
-SMALL = (100, 0.0, 1.0, 0, 1.05, -1)
+SAMPLING = (256, 0.0, 1.0, 0, 1.05, -1, None)  # ..., seed, presence penalty (the model's)
+SMALL = (100, 0.0, 1.0, 0, 1.05, -1, None)
 NO_PROGRESS = {"progress": lambda *a, **k: None}
 
 
@@ -180,7 +180,7 @@ def test_unicode_prompt_travels_intact(session):
 
 @pytest.mark.parametrize(("values", "message"), SAMPLING_CASES)
 def test_chat_tab_invalid_sampling(session, values, message):
-    names = ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"]
+    names = ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "presence_penalty"]
     sampling = [values.get(n, v) for n, v in zip(names, SAMPLING, strict=True)]
     with pytest.raises(gr.Error, match=message):
         _chat(session, "hi", [], sampling)

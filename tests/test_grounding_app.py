@@ -169,7 +169,7 @@ def test_chat_answer_with_boxes_shows_the_drawn_image(make_session, photo):
 
     tab = ChatTab(make_session("qwen2_5_vl", scripted_answer("qwen2_5_vl")))
     conv, _, _ = tab.add_message({"text": "Where is the red box?", "files": [photo]}, Conversation())
-    *_, (conv, shown) = tab.answer(conv, "", 2048, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False)
+    *_, (conv, shown) = tab.answer(conv, "", 2048, 0.0, 1.0, 0, 1.05, -1, None, 1280, 2.0, 64, False)
     figure = conv.figures[-1]
     assert figure and Image.open(figure).size == ORIGINAL
     # The red box was drawn over: the drawn edge differs from the original pixel there.
@@ -184,7 +184,7 @@ def test_chat_answer_without_coordinates_has_no_figure(make_session, photo):
 
     tab = ChatTab(make_session("qwen2_5_vl", "Just words, no boxes."))
     conv, _, _ = tab.add_message({"text": "Hi", "files": [photo]}, Conversation())
-    *_, (conv, shown) = tab.answer(conv, "", 64, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False)
+    *_, (conv, shown) = tab.answer(conv, "", 64, 0.0, 1.0, 0, 1.05, -1, None, 1280, 2.0, 64, False)
     assert conv.figures[-1] is None and isinstance(shown[-1]["content"], str)
 
 

@@ -26,15 +26,15 @@ def handler(demo, tab_type: type, name: str):
 
 def grounding_json(demo) -> Path:
     """Run the app's Grounding tab on shapes.png; the path of the JSON download it wrote."""
-    *_, last = handler(demo, GroundingTab, "run")(str(SHAPES), "Detect", "box", "", 1280, 256,
-                                                  0.0, 1.0, 0, 1.05, -1)
+    tab = handler(demo, GroundingTab, "run_page").__self__  # the app's own Grounding tab
+    *_, last = tab.run(str(SHAPES), "Detect", "box", "", 1280, 256, 0.0, 1.0, 0, 1.05, -1, None)
     return Path(last[3])
 
 
 def chat_figure(demo) -> Path:
     """Ask the app's Chat tab about shapes.png; the path of the boxes it drew."""
     conv, _, _ = handler(demo, ChatTab, "add_message")({"text": "Where?", "files": [str(SHAPES)]}, Conversation())
-    *_, (conv, _) = handler(demo, ChatTab, "answer")(conv, "", 256, 0.0, 1.0, 0, 1.05, -1, 1280, 2.0, 64, False)
+    *_, (conv, _) = handler(demo, ChatTab, "answer")(conv, "", 256, 0.0, 1.0, 0, 1.05, -1, None, 1280, 2.0, 64, False)
     return Path(conv.figures[-1])
 
 

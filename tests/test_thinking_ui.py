@@ -71,8 +71,8 @@ def test_chat_handler_streams_a_thought_then_the_answer_and_history_keeps_reason
     assert messages[1]["reasoning_content"] == REASONING
     # Retry and undo keep the thought with its turn; edit maps the displayed index past the thought.
     assert render(tab.retry(conv)[0]) == shown[:1]
-    edited, _ = tab.edit(conv.send("Why?").with_answer("Because.", reasoning="r"),
-                         type("E", (), {"index": 3, "value": "How?"})())
+    edited = tab.edit(conv.send("Why?").with_answer("Because.", reasoning="r"),
+                      type("E", (), {"index": 3, "value": "How?"})())
     assert edited.turns[-1].text == "How?" and edited.turns[1].reasoning == REASONING
 
 

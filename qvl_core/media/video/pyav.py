@@ -93,7 +93,7 @@ class _PyAVReader:
             for frame in self.container.decode(self.stream):
                 return frame
         except av.error.FFmpegError as exc:
-            raise _Failed(f"video {name!r} could not be decoded ({exc.strerror})") from None
+            raise _Failed(f"video {name!r} is damaged or truncated: it could not be decoded ({exc.strerror})") from None
         raise UserError(f"Video {name!r} has no frames.")
 
     def _index(self, name: str, declared: float) -> None:
