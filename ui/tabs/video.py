@@ -345,7 +345,7 @@ class VideoTab:
                 with gr.Accordion("Model's reasoning (not parsed)", open=False, elem_id="video-reasoning-box"):
                     reasoning = gr.Textbox(show_label=False, lines=6, max_lines=20, elem_id="video-reasoning")
         gr.Examples([[str(ASSETS / "clock.mp4"), "When does … happen?", "the ball turns blue"]],
-                    inputs=[video, preset, text])
+                    inputs=[video, preset, text], elem_id="video-examples")
 
         def sync_prompt(p: str, t: str):
             return self.prompt_for(p, t)
