@@ -449,7 +449,7 @@ def _upload(client, path: Path) -> dict:
 
 CHAT_DEFAULTS = {"message": {"text": "hi", "files": []}, "system": "", "max_new_tokens": 20, "temperature": 0.0,
                  "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.05, "seed": -1, "max_image_tokens": 256,
-                 "fps": 2.0, "max_frames": 8}
+                 "fps": 2.0, "max_frames": 8, "thinking": None, "thinking_budget": 4096}
 
 
 def _chat_data(**values) -> list:
@@ -462,7 +462,7 @@ def _chat_data(**values) -> list:
     ({"seed": "abc"}, r"seed must be a whole number, got 'abc'"),
     ({"max_new_tokens": [1, 2]}, r"max_new_tokens must be a whole number, got \[1, 2\]"),
     ({"max_frames": float("nan")}, r"max_frames must be a whole number, got nan"),
-    ({"temperature": 1e-39, "seed": 1}, r"temperature must be 0 \(greedy\) or between 0.01 and 2.0, got 1e-39"),
+    ({"temperature": 1e-39, "seed": 1}, r"temperature must be 0 \(greedy\) or between 1e-06 and 2.0, got 1e-39"),
     ({"message": {"text": "hi \ud800", "files": []}}, r"Message holds an invalid character \(a lone surrogate "
                                                         r"U\+D800 at character 4\)"),
     ({"system": "s \udfff"}, r"System prompt holds an invalid character \(a lone surrogate U\+DFFF"),
@@ -486,15 +486,15 @@ def test_api_errors_name_the_problem(client, bad):
     _, detections = client.predict(image=handle_file(str(bad / "image-named.mp4")), text="thing", preset="Detect",
                                    api_name="/ground")
     assert detections[0]["label"] == "thing"
-    video = _raw(client, "video_qa", [_upload(client, bad / "truncated.png"), "what?", 2.0, 8])
+    video = _raw(client, "video_qa", [_upload(client, bad / "truncated.png"), "what?", 2.0, 8, False])
     assert re.search(r"'truncated.png' (is not a video|is damaged|has no readable frames)", video), video
     assert "PermissionError" not in video
-    page = _raw(client, "parse_document", [_upload(client, bad / "bomb.png"), MODES[0], "1", 150, ""])
+    page = _raw(client, "parse_document", [_upload(client, bad / "bomb.png"), MODES[0], "1", 150, "", False])
     assert "QVL_MAX_PAGE_SOURCE_PIXELS" in page and "QVL_MAX_IMAGE_PIXELS" not in page, page
     for dpi, message in [("abc", "dpi must be a number in the supported range 50-300 dpi, got 'abc'"),
                          (0, "Resolution 0 dpi is outside the supported range 50-300 dpi"),
                          (float("nan"), "dpi must be a number in the supported range 50-300 dpi, got nan")]:
-        assert message in _raw(client, "parse_document", [_upload(client, SHAPES), MODES[0], "1", dpi, ""])
+        assert message in _raw(client, "parse_document", [_upload(client, SHAPES), MODES[0], "1", dpi, "", False])
     assert "max_image_tokens must be a whole number, got nan" in _raw(
-        client, "ground", [_upload(client, SHAPES), "thing", "Detect", float("nan"), 64])
-    assert "fps must be a number, got 'abc'" in _raw(client, "video_qa", [_upload(client, CLOCK), "q", "abc", 8])
+        client, "ground", [_upload(client, SHAPES), "thing", "Detect", float("nan"), 64, False])
+    assert "fps must be a number, got 'abc'" in _raw(client, "video_qa", [_upload(client, CLOCK), "q", "abc", 8, False])
