@@ -15,7 +15,7 @@ from gradio_client.utils import Status
 import ui.tabs.chat
 from qvl_core.engine.local import ModelSession
 from qvl_core.tasks.conversation import Conversation
-from ui.common import throttled
+from ui.common import throttled_thinking
 from ui.tabs.chat import ChatSettings, ChatTab, render
 
 SCRIPTED = "A red circle, a blue rectangle and a green triangle.\n\n$E = mc^2$"
@@ -128,7 +128,7 @@ def test_stop_cuts_a_long_answer_and_frees_the_gpu(long_app, monkeypatch):
 
     monkeypatch.setattr(gradio.routes, "cancel_tasks", noting_cancel_tasks)
     # Every token goes to the client at once, so the app pulls nothing after the one the Stop releases.
-    monkeypatch.setattr(ui.tabs.chat, "throttled", functools.partial(throttled, interval=0.0))
+    monkeypatch.setattr(ui.tabs.chat, "throttled_thinking", functools.partial(throttled_thinking, interval=0.0))
     # wraps() keeps forward's signature, which generate() inspects to validate its arguments.
     monkeypatch.setattr(model, "forward", functools.wraps(model.forward)(gated(model.forward)))
 
