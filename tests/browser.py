@@ -97,3 +97,9 @@ def save_screenshot(page, name: str, **kwargs) -> Path:
         img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             DOCS / f"{name}.png", optimize=True)
     return out
+
+
+VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}  # the desktop and phone sizes
+# A status tracker's red badge, the one a failed event puts on each of its outputs (toasts excluded).
+BADGES = "() => [...document.querySelectorAll('.error')].filter(e => e.offsetParent && e.innerText.trim() === 'Error'" \
+         " && !e.closest('[data-testid=toast-body], .toast-body, .toast-wrap')).length"

@@ -245,6 +245,31 @@ def chromium():
 
 
 @pytest.fixture
+def open_page(chromium):
+    """open_page(viewport="desktop"|"phone", dark=False): a page in a fresh context at that viewport and colour
+    scheme, with its page errors (`page.errors`) and console lines (`page.console`) recorded."""
+    from tests.browser import VIEWPORTS
+
+    contexts = []
+
+    def make(viewport: str = "desktop", *, dark: bool = False):
+        width, height = VIEWPORTS[viewport]
+        context = chromium.new_context(viewport={"width": width, "height": height},
+                                       color_scheme="dark" if dark else "light")
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.errors, page.console = [], []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.on("console", lambda msg: page.console.append(msg.text))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
 def page(chromium):
     """A page in a fresh browser context (no cookies, storage or routes from another test), 1280x900."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})

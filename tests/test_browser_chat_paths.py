@@ -10,16 +10,12 @@ from PIL import Image
 
 from qvl_core.settings import MAX_MESSAGE_CHARS
 from qvl_core.tasks.conversation import MAX_MEDIA_PER_CONVERSATION, MAX_MEDIA_PER_MESSAGE
-from tests.browser import open_tab, save_screenshot
+from tests.browser import BADGES, open_tab, save_screenshot
 from tests.conftest import ROOT
 
 SHAPES = ROOT / "assets" / "shapes.png"
 CLOCK = ROOT / "assets" / "clock.mp4"
 ANSWER = "Four shapes: a red circle, a blue rectangle, a green triangle and a yellow circle."
-VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}
-# A status tracker's red badge, the one a failed event puts on each of its outputs.
-BADGES = "() => [...document.querySelectorAll('.error')].filter(e => e.offsetParent && e.innerText.trim() === 'Error'" \
-         " && !e.closest('[data-testid=toast-body], .toast-body, .toast-wrap')).length"
 HELD = "Stop"  # a message carrying this waits (a long prefill) until the test lets it go
 
 
@@ -27,28 +23,6 @@ HELD = "Stop"  # a message carrying this waits (a long prefill) until the test l
 def app(recording_backend, launch_app):
     backend = recording_backend("qwen2_5_vl", ANSWER)
     return launch_app(backend).local_url, backend
-
-
-@pytest.fixture
-def open_page(chromium):
-    """open_page(viewport, dark=False): a page in a fresh context, page errors and console lines recorded."""
-    contexts = []
-
-    def make(viewport: str = "desktop", *, dark: bool = False):
-        width, height = VIEWPORTS[viewport]
-        context = chromium.new_context(viewport={"width": width, "height": height},
-                                       color_scheme="dark" if dark else "light")
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.errors, page.console = [], []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.on("console", lambda msg: page.console.append(msg.text))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser import BADGES, VIEWPORTS
 from tests.conftest import ARTIFACTS, ROOT
 from tests.test_docparse_task import REPORT_HTML, make_pdf
 
-VIEWPORTS = {"desktop": (1440, 900), "phone": (390, 844)}
-BADGES = "() => [...document.querySelectorAll('.error')].filter(e => e.offsetParent && e.innerText.trim() === 'Error'" \
-         " && !e.closest('[data-testid=toast-body], .toast-body, .toast-wrap')).length"
 # WCAG contrast of the banner's text on the banner, from the computed colours.
 CONTRAST = """() => {
   const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
@@ -21,25 +19,6 @@ CONTRAST = """() => {
   const [a, b] = [lum(text), lum(back)].sort((x, y) => y - x);
   return (a + 0.05) / (b + 0.05);
 }"""
-
-
-@pytest.fixture
-def open_page(chromium):
-    """open_page(viewport, dark=False): a page in a fresh context at that viewport and colour scheme."""
-    contexts = []
-
-    def make(viewport: str = "desktop", *, dark: bool = False):
-        width, height = VIEWPORTS[viewport]
-        context = chromium.new_context(viewport={"width": width, "height": height},
-                                       color_scheme="dark" if dark else "light")
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def _shot(page, name: str) -> None:
