@@ -162,8 +162,14 @@ def test_the_chat_tab_shows_the_queue_position_in_the_browser(app, artifacts, pa
         page.keyboard.press("Enter")
         page.wait_for_selector("text=queue: 1/1")
         page.screenshot(path=str(artifacts / "chat-queue-position.png"))
+        answered = ("() => [...document.querySelectorAll('[data-testid=\"bot\"]')]"
+                    ".some(e => e.innerText.trim().length > 0)")
+        assert not page.evaluate(answered)  # nothing streamed while the holder has the GPU
         release.set()
-        page.wait_for_selector('[data-testid="bot"] >> text=tokens', timeout=120_000)  # answered after
+        # Answered after: the reply starts streaming once the holder is done. (Waiting for the stats footer waited
+        # for the whole random-weights answer, up to the model's max new tokens: over 120 s at the end of a full
+        # run on two loaded cores.)
+        page.wait_for_function(answered, timeout=120_000)
     finally:
         release.set()
     holder.result(timeout=120)
