@@ -28,7 +28,7 @@ from qvl_core.engine.sampling import (
     sampling_from_values,
 )
 from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET, MAX_THINKING_BUDGET, ThinkingSupport
-from qvl_core.engine.types import Chunk, GenerationStats
+from qvl_core.engine.types import Chunk, GenerationStats, so_far
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS, MAX_IMAGE_TOKENS_LIMIT
 from qvl_core.settings import as_number
@@ -324,12 +324,8 @@ def throttled_thinking(stream: Iterator[Chunk], interval: float = STREAM_INTERVA
                        ) -> Iterator[tuple[str, str, Chunk]]:
     """`throttled` with the reasoning so far too: (answer so far, reasoning so far, last chunk). A step held
     back drops its chunk, so both texts are summed before the throttle."""
-    def so_far() -> Iterator[tuple[str, str, Chunk]]:
-        text = reasoning = ""
+    def steps() -> Iterator[tuple[str, str, Chunk]]:
         with contextlib.closing(stream):
-            for chunk in stream:
-                text += chunk.text
-                reasoning += chunk.reasoning
-                yield text, reasoning, chunk
+            yield from so_far(stream)
 
-    return throttle(so_far(), urgent=lambda step: step[2].stats is not None, interval=interval)
+    return throttle(steps(), urgent=lambda step: step[2].stats is not None, interval=interval)

@@ -131,3 +131,12 @@ def collect_reasoning(stream: Iterator[Chunk]) -> tuple[str, str, GenerationStat
     if stats is None:
         raise GenerationError("The stream ended without its final statistics.")
     return "".join(parts), "".join(thoughts), stats
+
+
+def so_far(stream: Iterator[Chunk]) -> Iterator[tuple[str, str, Chunk]]:
+    """(answer so far, reasoning so far, this chunk) for each chunk: what every streaming task and tab shows."""
+    answer = reasoning = ""
+    for chunk in stream:
+        answer += chunk.text
+        reasoning += chunk.reasoning
+        yield answer, reasoning, chunk

@@ -25,7 +25,7 @@ from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import user_turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
-from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats, SessionStatus
+from qvl_core.engine.types import FinishReason, GenerationRequest, GenerationStats, SessionStatus, so_far
 from qvl_core.errors import GenerationError, UserError
 from qvl_core.media.documents import DEFAULT_DPI, MAX_PAGE_PIXELS, DocumentPage, check_dpi, load_document
 from qvl_core.parse.html import looks_like_html, preview_document, sanitize_html, strip_fences
@@ -255,11 +255,8 @@ def parse_page(session: Backend, page: DocumentPage, options: JobOptions, workdi
     request = GenerationRequest(turns=(user_turn(options.prompt(), [str(path)]),), sampling=options.sampling,
                                 max_image_tokens=options.max_image_tokens, image_pixel_limit=MAX_PAGE_PIXELS,
                                 thinking=options.thinking, thinking_budget=options.thinking_budget)
-    raw = reasoning = ""
     with contextlib.closing(session.stream(request)) as stream:
-        for chunk in stream:
-            raw += chunk.text  # the answer only: the stream keeps reasoning apart
-            reasoning += chunk.reasoning
+        for raw, reasoning, chunk in so_far(stream):  # the answer only in raw: reasoning is kept apart
             if chunk.stats is None:
                 yield PageStep(raw, reasoning, chunk.tokens)
                 continue

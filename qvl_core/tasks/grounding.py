@@ -11,7 +11,7 @@ from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import Media, Turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
-from qvl_core.engine.types import GenerationRequest, GenerationStats
+from qvl_core.engine.types import GenerationRequest, GenerationStats, so_far
 from qvl_core.families import FamilySpec
 from qvl_core.media.images import PixelBudget, fit_aspect, open_image, smart_resize, visual_tokens
 from qvl_core.parse.grounding import Detection, count_from_answer, parse_grounding
@@ -79,11 +79,8 @@ def ground(session: Backend, image: str | Path, prompt: str, *, sampling: Sampli
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS),
         max_image_tokens=max_image_tokens, thinking=thinking, thinking_budget=thinking_budget,
     )
-    raw = reasoning = ""
     with contextlib.closing(session.stream(request)) as stream:
-        for chunk in stream:
-            raw += chunk.text  # the answer only: the stream keeps reasoning apart
-            reasoning += chunk.reasoning
+        for raw, reasoning, chunk in so_far(stream):  # the answer only in raw: reasoning is kept apart
             if chunk.stats is None:
                 yield GroundingStep(raw, reasoning=reasoning)
                 continue

@@ -12,7 +12,7 @@ from qvl_core.engine.inputs import video_budget
 from qvl_core.engine.messages import Media, Turn
 from qvl_core.engine.sampling import SamplingParams
 from qvl_core.engine.thinking import DEFAULT_THINKING_BUDGET
-from qvl_core.engine.types import GenerationRequest, GenerationStats
+from qvl_core.engine.types import GenerationRequest, GenerationStats, so_far
 from qvl_core.errors import UserError
 from qvl_core.families import FamilySpec
 from qvl_core.media.video import SampledVideo, VideoBudget, probe, sample_frames
@@ -109,11 +109,8 @@ def ask_video(session: Backend, video: str | Path, prompt: str, *, budget: Video
         sampling=sampling or SamplingParams(max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS),
         video=budget, thinking=thinking, thinking_budget=thinking_budget,
     )
-    raw = reasoning = ""
     with contextlib.closing(session.stream(request, videos=(sampled,))) as stream:
-        for chunk in stream:
-            raw += chunk.text  # the answer only: the stream keeps reasoning apart
-            reasoning += chunk.reasoning
+        for raw, reasoning, chunk in so_far(stream):  # the answer only in raw: reasoning is kept apart
             if chunk.stats is None:
                 yield VideoStep(raw, reasoning=reasoning)
                 continue
