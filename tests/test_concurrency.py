@@ -17,12 +17,16 @@ from PIL import Image
 N_CLIENTS = 16
 TURNS = 2
 MAX_NEW_TOKENS = 8
+# Near-uniform sampling from the random model, each client and turn with its own seed.
+SAMPLE = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
 HOLD = "HOLD-THE-GPU"  # the request carrying this waits in the backend until every client is queued
 
 
 @pytest.fixture(scope="module")
 def app(recording_backend, launch_app):
-    # Random weights: the answer depends on the prompt, so a reply delivered to the wrong client shows.
+    # Random weights, sampled with each client's own seed (see SAMPLE): every client gets its own answer, so a
+    # reply delivered to the wrong client shows. Greedy decoding is not enough: a random model can write the same
+    # undecodable bytes ('\ufffd' * 8) for every prompt, and then a swapped reply would look right.
     backend = recording_backend("qwen2_5_vl")
     return launch_app(backend), backend
 
@@ -65,6 +69,7 @@ def test_sixteen_sessions_complete_stay_private_and_see_their_queue_rank(app, tm
                 files = [handle_file(images[i])] if turn == 0 else []
                 text = f"{_tag(i, turn)} my secret word is {secrets[i]}"
                 job = client.submit(message={"text": text, "files": files}, max_new_tokens=MAX_NEW_TOKENS,
+                                    **SAMPLE, seed=1000 * i + turn,
                                     api_name="/chat")
                 seen: list = []
                 while not job.done():
