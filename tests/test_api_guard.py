@@ -20,7 +20,8 @@ from ui.guard import LoginThrottle, anonymous_allowed, event_refusal, from_own_p
 from ui.launch import build_app
 from ui.shell import LAUNCH_KWARGS
 
-DOCUMENTED = {"chat", "chat_reasoning", "chat_reset", "ground", "parse_document", "video_qa"}  # README's API section
+DOCUMENTED = {"agent_step", "agent_zoom", "chat", "chat_reasoning", "chat_reset", "ground", "parse_document",
+              "video_qa"}  # README's API section
 HOLD = "hold-the-gpu"
 USER = ("ann", "s3cret")
 

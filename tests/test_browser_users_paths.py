@@ -78,7 +78,7 @@ def test_stop_says_stopped_and_keeps_the_finished_pages(noise_url, open_page, tm
     _load(page, noise_url, "Documents")
     _upload_docs(page, make_pdf(tmp_path / "twelve.pdf", 12))
     page.click("#doc-run")
-    page.wait_for_selector("#doc-status >> text=(1 of 12 pages done)", timeout=180_000)
+    page.wait_for_selector("#doc-status >> text=(1 of 12 pages done)", timeout=420_000)
     page.click("#doc-stop")
     page.wait_for_selector("#doc-status >> text=Stopped:")
     page.wait_for_timeout(2000)  # a late update of the cancelled job must not bring "Parsing" back
@@ -111,8 +111,8 @@ def test_phone_every_tab_is_labelled_nothing_scrolls_and_chat_fits(noise_url, op
     page.wait_for_timeout(1000)  # the moment an autofocus scrolled the page
     assert page.evaluate("window.scrollY") == 0
     tabs = page.locator(".tab-wrapper [role=tablist] button[role=tab]")
-    assert [t.strip() for t in tabs.all_inner_texts()] == ["Chat", "Grounding", "Documents", "Video QA"]
-    assert all(tabs.nth(i).is_visible() for i in range(4))
+    assert [t.strip() for t in tabs.all_inner_texts()] == ["Chat", "Grounding", "Documents", "Video QA", "Agent"]
+    assert all(tabs.nth(i).is_visible() for i in range(5))
     assert not page.locator("button[aria-label='More tabs']").is_visible()
     assert page.locator("#random-banner").bounding_box()["height"] <= 60
     box = page.locator("#chat-input").bounding_box()

@@ -12,6 +12,7 @@ from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAMPLING
 from qvl_core.media.documents import DEFAULT_DPI
 from qvl_core.media.images import DEFAULT_MAX_IMAGE_TOKENS
 from qvl_core.media.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from qvl_core.tasks.agent import DEFAULT_AGENT_MAX_NEW_TOKENS, DEFAULT_MAX_ZOOMS
 from qvl_core.tasks.documents import (
     DEFAULT_DOC_IMAGE_TOKENS,
     DEFAULT_DOC_MAX_NEW_TOKENS,
@@ -21,6 +22,7 @@ from qvl_core.tasks.grounding import DEFAULT_GROUNDING_MAX_NEW_TOKENS
 from qvl_core.tasks.video import DEFAULT_VIDEO_MAX_NEW_TOKENS
 from ui.common import shown_sampling
 from ui.shell import build_demo
+from ui.tabs.agent import AgentTab
 from ui.tabs.chat import ChatTab
 from ui.tabs.documents import DocumentsTab
 from ui.tabs.grounding import GroundingTab
@@ -36,8 +38,9 @@ TASKS = {
     "ground": (DEFAULT_GROUNDING_MAX_NEW_TOKENS, DEFAULT_MAX_IMAGE_TOKENS),
     "parse": (DEFAULT_DOC_MAX_NEW_TOKENS, DEFAULT_DOC_IMAGE_TOKENS),
     "video": (DEFAULT_VIDEO_MAX_NEW_TOKENS, DEFAULT_MAX_IMAGE_TOKENS),
+    "agent": (DEFAULT_AGENT_MAX_NEW_TOKENS, DEFAULT_MAX_IMAGE_TOKENS),
 }
-TABS = {"chat": ChatTab, "ground": GroundingTab, "parse": DocumentsTab, "video": VideoTab}
+TABS = {"chat": ChatTab, "ground": GroundingTab, "parse": DocumentsTab, "video": VideoTab, "agent": AgentTab}
 # Visible control label -> the sampling field it sets.
 SLIDERS = {"Temperature": "temperature", "Top-p": "top_p", "Top-k": "top_k", "Repetition penalty": "repetition_penalty",
            "Presence penalty": "presence_penalty"}
@@ -47,7 +50,7 @@ SLIDERS = {"Temperature": "temperature", "Top-p": "top_p", "Top-k": "top_k", "Re
 def test_cli_flags_default_to_the_source(command):
     """Regression: sampling defaults were written out again in qvl_core/cli.py, so a change in one place drifted."""
     argv = {"chat": ["chat", "-p", "x"], "ground": ["ground", "img.png"], "parse": ["parse", "d.pdf", "--out", "o"],
-            "video": ["video", "v.mp4", "q"]}[command]
+            "video": ["video", "v.mp4", "q"], "agent": ["agent", "s.png", "Press it"]}[command]
     ns = build_parser().parse_args(argv)
     max_new_tokens, image_tokens = TASKS[command]
     assert (ns.max_new_tokens, ns.max_image_tokens) == (max_new_tokens, image_tokens)
@@ -104,6 +107,9 @@ def test_api_endpoint_defaults_match_the_source(make_session):
     assert (api["/ground"]["max_new_tokens"], api["/ground"]["max_image_tokens"]) == TASKS["ground"]
     assert api["/parse_document"]["dpi"] == DEFAULT_DPI
     assert (api["/video_qa"]["fps"], api["/video_qa"]["max_frames"]) == (DEFAULT_FPS, DEFAULT_MAX_FRAMES)
+    assert api["/agent_step"]["max_new_tokens"] == DEFAULT_AGENT_MAX_NEW_TOKENS
+    assert (api["/agent_zoom"]["max_new_tokens"], api["/agent_zoom"]["max_zooms"]) == (DEFAULT_AGENT_MAX_NEW_TOKENS,
+                                                                                        DEFAULT_MAX_ZOOMS)
 
 
 def test_endpoints_without_sampling_parameters_use_the_source(make_session, monkeypatch):

@@ -12,6 +12,7 @@ from qvl_core.engine.loading import LoadOptions
 from qvl_core.errors import UserError
 from qvl_core.flags import add_limit_args, add_model_args, backend_options, limits_from, load_options
 from qvl_core.settings import Limits, env_int
+from qvl_core.tasks.live_browser import parse_hosts
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_FILE_SIZE = "200mb"
@@ -51,6 +52,9 @@ class ServeConfig:
     allow_url_media: tuple[str, ...] = ()
     backend: BackendOptions | None = None  # None: the in-process model described by `load`
     concurrency: int = 1  # requests the shared GPU queue runs at once (--concurrency)
+    # The Agent tab's live browser (--agent-browser): off by default; it may open loopback pages and these hosts.
+    agent_browser: bool = False
+    agent_browser_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parse_file_size(self.max_file_size)  # junk fails here, with the flag's name, not later as "no limit"
@@ -91,6 +95,12 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-url-media", default=_env("QVL_ALLOW_URL_MEDIA", ""),
                    help="comma-separated hosts whose media URLs the API may fetch; default none: URLs are refused "
                         "(env QVL_ALLOW_URL_MEDIA)")
+    p.add_argument("--agent-browser", action="store_true", default=_env("QVL_AGENT_BROWSER", "") in ("1", "true"),
+                   help="let the Agent tab drive a headless Chromium page (needs Playwright and Chromium; env "
+                        "QVL_AGENT_BROWSER=1)")
+    p.add_argument("--agent-browser-hosts", default=_env("QVL_AGENT_BROWSER_HOSTS", ""),
+                   help="comma-separated hosts the live browser may open besides loopback; default none (env "
+                        "QVL_AGENT_BROWSER_HOSTS)")
 
 
 def concurrency_from(ns: argparse.Namespace) -> int:
@@ -113,7 +123,11 @@ def serve_config(ns: argparse.Namespace) -> ServeConfig:
         raise UserError(f"--cache-ttl must be at least 1 second, got {ns.cache_ttl}.")
     hosts = tuple(h.strip().lower() for h in (ns.allow_url_media or "").split(",") if h.strip())
     limits = limits_from(ns)  # the one Limits of this app: the backend checks with it, the tabs read it there
+    browser_hosts = parse_hosts(ns.agent_browser_hosts)
+    if browser_hosts and not ns.agent_browser:
+        raise UserError("--agent-browser-hosts needs --agent-browser (the live browser is off without it).")
     return ServeConfig(load=load_options(ns), host=ns.host, port=ns.port, share=ns.share, auth=auth,
                        max_file_size=ns.max_file_size, queue_size=ns.queue_size, limits=limits,
                        cache_ttl_s=ns.cache_ttl, allow_url_media=hosts, backend=backend_options(ns, limits),
-                       concurrency=concurrency_from(ns))
+                       concurrency=concurrency_from(ns), agent_browser=ns.agent_browser,
+                       agent_browser_hosts=browser_hosts)

@@ -12,9 +12,12 @@ from starlette.middleware import Middleware
 
 from qvl_core.engine.backend import Backend
 from qvl_core.engine.types import SessionStatus
+from qvl_core.errors import UserError
+from qvl_core.tasks.live_browser import LiveBrowser
 from ui.config import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_FILE_SIZE, ServeConfig, parse_file_size
 from ui.files import OutputRoot, guard_url_media, sweep_interval
 from ui.guard import Guard, LoginThrottle
+from ui.tabs.agent import AgentTab
 from ui.tabs.chat import ChatTab
 from ui.tabs.documents import DocumentsTab
 from ui.tabs.grounding import GroundingTab
@@ -25,7 +28,8 @@ CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() els
 PHONE_MAX_WIDTH = 768  # px; the same breakpoint as the phone rules in style.css
 # Each tab's Run button and the top of its results. On a phone the results column sits below the inputs, so a
 # run's results would land out of sight: the click brings them into view.
-RESULT_OF_RUN = {"ground-run": "ground-annotated", "doc-run": "doc-page", "video-run": "video-answer"}
+RESULT_OF_RUN = {"ground-run": "ground-annotated", "doc-run": "doc-page", "video-run": "video-answer",
+                 "agent-run": "agent-drawn", "zoom-run": "zoom-boxes", "live-run": "live-shot"}
 PHONE_JS = f"""
 <script>
 document.addEventListener("click", (event) => {{
@@ -73,6 +77,7 @@ class StudioBlocks(gr.Blocks):
 
     files: OutputRoot
     login_throttle: LoginThrottle
+    live_browser: LiveBrowser | None = None
 
     def launch(self, *args, **kwargs):
         self.files.start_sweeper()  # again, if an earlier close() stopped it
@@ -86,6 +91,8 @@ class StudioBlocks(gr.Blocks):
             super().close(verbose)
         finally:
             self.files.close()  # the server is gone: nobody can fetch the files, so they go too
+            if self.live_browser is not None:
+                self.live_browser.close()
 
 
 def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlocks:
@@ -104,6 +111,12 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlo
     ttl = config.cache_ttl_s if config else DEFAULT_CACHE_TTL_S
     concurrency = config.concurrency if config else 1
     files = OutputRoot(ttl)
+    browser = None
+    if config is not None and config.agent_browser:
+        missing = LiveBrowser.available()
+        if missing:
+            raise UserError(f"--agent-browser: {missing}")
+        browser = LiveBrowser(config.agent_browser_hosts)
     # Gradio deletes this app's uploads and cached outputs; our sweeper the files the tabs write.
     with StudioBlocks(title="QVL Studio", delete_cache=(round(sweep_interval(ttl)), ttl)) as demo:
         header = gr.Markdown(header_markdown(session), elem_id="qvl-header")
@@ -119,12 +132,18 @@ def build_demo(session: Backend, config: ServeConfig | None = None) -> StudioBlo
                 DocumentsTab(session, concurrency=concurrency, files=files).render()
             with gr.Tab("Video QA", id="video"):
                 VideoTab(session, concurrency=concurrency, files=files).render()
+            with gr.Tab("Agent", id="agent"):
+                agent = AgentTab(session, concurrency=concurrency, files=files, browser=browser)
+                agent.render()
         # Memory in use changes as requests run: refresh the header now and then.
         gr.Timer(10).tick(lambda: header_markdown(session), None, header, queue=False, api_visibility="private",
                           show_progress="hidden")
     guard_url_media(demo, config.allow_url_media if config else (),
                     config.max_file_bytes if config else parse_file_size(DEFAULT_MAX_FILE_SIZE))
     demo.files = files
+    demo.live_browser = browser
+    if browser is not None:
+        demo.unload(agent.on_unload)  # a visitor's live page closes with their browser session
     # Queued events (every GPU one) only through the queue: Gradio then refuses them on run/predict, which
     # would skip the queue's size and concurrency limits.
     demo.api_open = False
