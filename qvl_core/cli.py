@@ -84,6 +84,23 @@ def cmd_chat(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _print_reasoning(reasoning: str, ns: argparse.Namespace) -> None:
+    """A parsed task's reasoning (with --thinking) on stderr, dimmed on a terminal; never parsed."""
+    if reasoning and not getattr(ns, "quiet", False):
+        dim, undim = (DIM, UNDIM) if sys.stderr.isatty() else ("", "")
+        print(f"{dim}{reasoning.strip()}{undim}", file=sys.stderr)
+
+
+def _add_parsed_thinking_args(p: argparse.ArgumentParser, what: str) -> None:
+    """--thinking / --thinking-budget for a task whose answer is parsed: off by default, like its tab (the
+    answer is parsed, which reasoning first rarely improves, and a thinking model spends thousands of tokens)."""
+    p.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=False,
+                   help=f"let a thinking model reason before {what} (default: off, as in the app); only the answer "
+                        "is parsed, the reasoning goes to stderr")
+    p.add_argument("--thinking-budget", type=int, default=DEFAULT_THINKING_BUDGET,
+                   help="reasoning tokens before the reasoning is closed and the model made to answer")
+
+
 def _sampling(ns: argparse.Namespace):
     preset = SAMPLING_PRESETS.get(ns.sampling_preset or "", {})
     flags = {"temperature": ns.temperature, "top_p": ns.top_p, "top_k": ns.top_k,
@@ -102,10 +119,12 @@ def cmd_ground(ns: argparse.Namespace) -> int:
     prompt = ns.prompt or build_prompt(ns.preset, ns.text, session.family)
     result = None
     with contextlib.closing(ground(session, ns.image, prompt, sampling=_sampling(ns),
-                                   max_image_tokens=ns.max_image_tokens)) as steps:
+                                   max_image_tokens=ns.max_image_tokens, thinking=ns.thinking,
+                                   thinking_budget=ns.thinking_budget)) as steps:
         for step in steps:
             result = step.result or result
     assert result is not None
+    _print_reasoning(result.reasoning, ns)
     detections = result.detections_json()
     text = json.dumps(detections, indent=2, ensure_ascii=False)
     if ns.json:
@@ -133,7 +152,7 @@ def cmd_agent(ns: argparse.Namespace) -> int:
         result = None
         with contextlib.closing(zoom_answer(session, ns.screenshot, ns.task, max_zooms=ns.max_zooms,
                                             sampling=_sampling(ns), max_image_tokens=ns.max_image_tokens,
-                                            thinking=ns.thinking)) as steps:
+                                            thinking=ns.thinking, thinking_budget=ns.thinking_budget)) as steps:
             for step in steps:
                 result = step.result or result
         assert result is not None
@@ -154,7 +173,8 @@ def cmd_agent(ns: argparse.Namespace) -> int:
         session = _open(ns)
         step_result = None
         with contextlib.closing(agent_step(session, ns.screenshot, trajectory, sampling=_sampling(ns),
-                                           max_image_tokens=ns.max_image_tokens, thinking=ns.thinking)) as steps:
+                                           max_image_tokens=ns.max_image_tokens, thinking=ns.thinking,
+                                           thinking_budget=ns.thinking_budget)) as steps:
             for step in steps:
                 step_result = step.result or step_result
         assert step_result is not None
@@ -265,7 +285,8 @@ def cmd_video(ns: argparse.Namespace) -> int:
     answer = None
     shown = 0
     with contextlib.closing(ask_video(session, ns.video, ns.question, budget=budget, start=ns.start, end=ns.end,
-                                      sampling=_sampling(ns))) as steps:
+                                      sampling=_sampling(ns), thinking=ns.thinking,
+                                      thinking_budget=ns.thinking_budget)) as steps:
         for step in steps:
             sys.stdout.write(step.raw[shown:])  # stream the answer as it comes
             sys.stdout.flush()
@@ -273,6 +294,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
             answer = step.answer or answer
     sys.stdout.write("\n")
     assert answer is not None
+    _print_reasoning(answer.reasoning, ns)
     if ns.json:
         Path(ns.json).write_text(json.dumps(answer.spans_json(), indent=2, ensure_ascii=False) + "\n")
     if not ns.quiet:
@@ -313,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--json", default=None, help="write the detections here (default: stdout)")
     grd.add_argument("--draw", default=None, help="write the image with boxes and points drawn here (PNG/JPEG)")
     grd.add_argument("--quiet", "-q", action="store_true")
+    _add_parsed_thinking_args(grd, "answering")
     add_model_args(grd)
     _add_sampling_args(grd)
     grd.set_defaults(func=cmd_ground, max_new_tokens=DEFAULT_GROUNDING_MAX_NEW_TOKENS)
@@ -349,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--end", type=float, default=None, help="trim: last second to look at")
     vid.add_argument("--json", default=None, help="write the time spans here")
     vid.add_argument("--quiet", "-q", action="store_true")
+    _add_parsed_thinking_args(vid, "answering")
     add_model_args(vid)
     _add_sampling_args(vid)
     vid.set_defaults(func=cmd_video, max_new_tokens=DEFAULT_VIDEO_MAX_NEW_TOKENS)
@@ -365,8 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     agt.add_argument("--history", default=None, help="continue a task: an earlier step's --json file")
     agt.add_argument("--zoom", action="store_true", help="answer TASK as a question, zooming into the image")
     agt.add_argument("--max-zooms", type=int, default=DEFAULT_MAX_ZOOMS)
-    agt.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
-                     help="let a thinking model reason first (default: the model's own)")
+    _add_parsed_thinking_args(agt, "each action")
     add_model_args(agt)
     _add_sampling_args(agt)
     agt.set_defaults(func=cmd_agent, max_new_tokens=DEFAULT_AGENT_MAX_NEW_TOKENS)

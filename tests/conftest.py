@@ -29,6 +29,7 @@ TIER_FIXTURES = {
     "spawn_python": "app",  # a long-running child process (app.py as a Space)
     "model_server": "app",  # a real `transformers serve` process
     "chromium": "browser",  # headless Chromium (the `page` fixture uses it)
+    "live_browser": "browser",  # the Agent tab's own headless Chromium (qvl_core.tasks.live_browser)
 }
 # The video decoder's worker process belongs to the library under test (every decode runs in one), so the
 # fast tier allows it, and so is `ldconfig -p`, which ctypes.util.find_library runs when torch/CUDA look up a
@@ -242,6 +243,18 @@ def chromium():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def live_browser():
+    """A LiveBrowser (the agent's driven Chromium, started on first use), closed after the test."""
+    from qvl_core.tasks.live_browser import LiveBrowser
+    from tests.browser import CHROMIUM, require_chromium
+
+    require_chromium()
+    browser = LiveBrowser(executable=CHROMIUM, settle_s=0.2)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture

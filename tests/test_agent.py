@@ -19,7 +19,7 @@ from tests.conftest import as_model_writes
 ORIGINAL = (1000, 500)
 TARGET = (700.0, 250.0)  # where the scripted answers click, in original pixels
 ZOOM_BOX = (200, 100, 400, 300)  # the region the scripted zoom asks for, in original pixels
-FAMILIES = ["qwen2_5_vl", "qwen3_vl", "qwen3_5"]
+FAMILIES = ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"]
 
 
 def call(args: dict, name: str = "computer_use") -> str:
@@ -191,7 +191,7 @@ def test_drawn_marker_sits_at_the_original_pixel(screenshot):
     assert drawn.getpixel((100, 400)) == image.getpixel((100, 400))
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
 def test_zoom_crop_is_the_originals_region(make_session, screenshot, family):
     spec = family_for(family)
     if spec.coords == "absolute":
@@ -200,7 +200,8 @@ def test_zoom_crop_is_the_originals_region(make_session, screenshot, family):
                round(ZOOM_BOX[2] * iw / ORIGINAL[0]), round(ZOOM_BOX[3] * ih / ORIGINAL[1])]
     else:
         box = [ZOOM_BOX[0] // 1, ZOOM_BOX[1] * 2, ZOOM_BOX[2] // 1, ZOOM_BOX[3] * 2]  # 0-1000 of 1000x500
-    session = make_session(family, call({"bbox_2d": box, "label": "stripes", "img_idx": 0}, "image_zoom_in_tool"))
+    session = make_session(family, as_model_writes(family, call({"bbox_2d": box, "label": "stripes", "img_idx": 0},
+                                                                "image_zoom_in_tool")))
     result = list(zoom_answer(session, screenshot, "What colour are the stripes?", max_zooms=1))[-1].result
     # The scripted model zooms every time: one zoom is done, the second call is past the limit.
     assert len(result.zooms) == 1 and result.problem.kind == "zoom_limit"

@@ -17,7 +17,6 @@ from qvl_core.errors import UserError
 from qvl_core.tasks.agent import Trajectory
 from qvl_core.tasks.live_browser import (
     VIEWPORTS,
-    LiveBrowser,
     check_url,
     drive,
     host_allowed,
@@ -262,62 +261,49 @@ def site():
     s.close()
 
 
-@pytest.mark.browser
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_live_loop_clicks_where_the_model_said(make_session, site, tmp_path, family):
-    from tests.browser import require_chromium
-
-    require_chromium()
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
+def test_live_loop_clicks_where_the_model_said(make_session, site, tmp_path, live_browser, family):
     session = make_session(family, live_click_answer(family))
-    browser = LiveBrowser(settle_s=0.2)
-    try:
-        steps = list(drive(session, browser, "owner-1", site.url, "Press the button three times", folder=tmp_path,
-                           max_steps=3))
-        assert site.clicks == 3  # the page's server counted one POST per click on the button
-        final = steps[-1]
-        assert final.phase == "done" and "step limit" in final.note and len(final.steps) == 3
-        for step in final.steps:
-            assert step.result.action.coordinate == pytest.approx(BUTTON_CENTRE, abs=2.0)
-            assert step.outcome.problem is None and step.outcome.done.startswith("left_click at (700, 340)")
-        with Image.open(final.steps[0].screenshot) as shot:
-            assert shot.size == VIEWPORTS["computer"]  # CSS pixels: the model's coordinates are the mouse's
-        # "acting" (before) and "acted" (after) for every step, in order.
-        phases = [p.phase for p in steps if p.phase in ("acting", "acted")]
-        assert phases == ["acting", "acted"] * 3
-        assert Trajectory.from_json(final.trajectory.to_json()).steps[2].result["action"] == "left_click"
-    finally:
-        browser.close()
+    browser = live_browser
+    steps = list(drive(session, browser, "owner-1", site.url, "Press the button three times", folder=tmp_path,
+                       max_steps=3))
+    assert site.clicks == 3  # the page's server counted one POST per click on the button
+    final = steps[-1]
+    assert final.phase == "done" and "step limit" in final.note and len(final.steps) == 3
+    for step in final.steps:
+        assert step.result.action.coordinate == pytest.approx(BUTTON_CENTRE, abs=2.0)
+        assert step.outcome.problem is None and step.outcome.done.startswith("left_click at (700, 340)")
+    with Image.open(final.steps[0].screenshot) as shot:
+        assert shot.size == VIEWPORTS["computer"]  # CSS pixels: the model's coordinates are the mouse's
+    # "acting" (before) and "acted" (after) for every step, in order.
+    phases = [p.phase for p in steps if p.phase in ("acting", "acted")]
+    assert phases == ["acting", "acted"] * 3
+    assert Trajectory.from_json(final.trajectory.to_json()).steps[2].result["action"] == "left_click"
 
 
-@pytest.mark.browser
-def test_live_page_stays_on_allowed_hosts_and_closes_popups(make_session, site, tmp_path):
+def test_live_page_stays_on_allowed_hosts_and_closes_popups(site, tmp_path, live_browser):
     from qvl_core.parse.toolcall import AgentAction
-    from tests.browser import require_chromium
 
-    require_chromium()
-    browser = LiveBrowser(settle_s=0.2)
-    try:
-        browser.open("o", site.url)
-        assert "http://remote.invalid/pixel.png" in browser.refused("o")  # the page's remote image
-        with pytest.raises(UserError, match="may not open 'remote.invalid'"):
-            browser.open("o", "http://remote.invalid/")
-        # A click on a link to another host goes nowhere; a link opening a new tab has the tab closed.
-        browser.perform("o", AgentAction("computer_use", "left_click", {}, coordinate=(30.0, 28.0)))
-        deadline = time.monotonic() + 30  # the navigation starts a moment after the click, on a busy machine later
-        while "http://remote.invalid/" not in browser.refused("o") and time.monotonic() < deadline:
-            browser.perform("o", AgentAction("computer_use", "wait", {}, time=0.2))
-        assert "http://remote.invalid/" in browser.refused("o")
-        while not browser.url("o").startswith(site.url) and time.monotonic() < deadline:
-            browser.perform("o", AgentAction("computer_use", "wait", {}, time=0.2))
-        assert browser.url("o").startswith(site.url)
-        popup = browser.perform("o", AgentAction("computer_use", "left_click", {}, coordinate=(25.0, 68.0)))
-        assert popup.problem is None
-        assert browser._call(lambda: len(browser._pages["o"].context.pages)) == 1
-        refused = browser.perform("o", AgentAction("computer_use", "key", {}, keys=("rm -rf",)))
-        assert refused.problem and "not one the live page can press" in refused.problem
-        browser.close_page("o")
-        assert not browser.has_page("o")
-        with pytest.raises(UserError, match="No live page"):
-            browser.screenshot("o", tmp_path / "x.png")
-    finally:
-        browser.close()
+    browser = live_browser
+    browser.open("o", site.url)
+    assert "http://remote.invalid/pixel.png" in browser.refused("o")  # the page's remote image
+    with pytest.raises(UserError, match="may not open 'remote.invalid'"):
+        browser.open("o", "http://remote.invalid/")
+    # A click on a link to another host goes nowhere; a link opening a new tab has the tab closed.
+    browser.perform("o", AgentAction("computer_use", "left_click", {}, coordinate=(30.0, 28.0)))
+    deadline = time.monotonic() + 30  # the navigation starts a moment after the click, on a busy machine later
+    while "http://remote.invalid/" not in browser.refused("o") and time.monotonic() < deadline:
+        browser.perform("o", AgentAction("computer_use", "wait", {}, time=0.2))
+    assert "http://remote.invalid/" in browser.refused("o")
+    while not browser.url("o").startswith(site.url) and time.monotonic() < deadline:
+        browser.perform("o", AgentAction("computer_use", "wait", {}, time=0.2))
+    assert browser.url("o").startswith(site.url)
+    popup = browser.perform("o", AgentAction("computer_use", "left_click", {}, coordinate=(25.0, 68.0)))
+    assert popup.problem is None
+    assert browser._call(lambda: len(browser._pages["o"].context.pages)) == 1
+    refused = browser.perform("o", AgentAction("computer_use", "key", {}, keys=("rm -rf",)))
+    assert refused.problem and "not one the live page can press" in refused.problem
+    browser.close_page("o")
+    assert not browser.has_page("o")
+    with pytest.raises(UserError, match="No live page"):
+        browser.screenshot("o", tmp_path / "x.png")

@@ -533,7 +533,7 @@ def test_annotated_value():
     assert all(isinstance(v, int) for (box, _) in boxes for v in box)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_text_spotting_does_not_send_leftover_text(family):
     """Regression: Text spotting appended whatever was left in "What to find" (typed for another preset)."""
     assert build_prompt("Text spotting", "red box", family) == build_prompt("Text spotting", "", family)

@@ -42,6 +42,10 @@ def test_document_pages_are_not_held_to_the_upload_limit(make_session, tmp_path)
     Image.new("RGB", A4_150_DPI, "white").save(page)
     *_, last = run_job(session, [page], options())
     assert last.done and not last.errors  # a page image is a document too: held to the page limits
+    tiff = tmp_path / "a4.tiff"  # and so is each page of a multi-page TIFF (it was held to the upload limit)
+    Image.new("RGB", A4_150_DPI, "white").save(tiff, save_all=True, append_images=[Image.new("RGB", A4_150_DPI)])
+    *_, last = run_job(session, [tiff], options())
+    assert not last.errors and len(last.done) == 2
     # The control: the same image sent to chat is an upload, and the upload limit refuses it.
     with pytest.raises(UserError, match=r"'a4.png' is 1240x1754 = 2.2 MP, over the limit of 2 MP"):
         session.generate(GenerationRequest(turns=(user_turn("what is this?", [str(page)]),)))

@@ -54,7 +54,7 @@ def _expected_prompt(session: ModelSession, request: GenerationRequest) -> str:
 
 
 # ---- tiny checkpoints ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
 def test_a_typed_image_pad_is_text_and_the_prompt_is_verbatim(make_session, family):
     """Regression: "What does <|image_pad|> mean?" failed in the processor ("Found 1 <|image_pad|> tokens in the
     text but no images"), shown as "Something went wrong (ValueError)"."""

@@ -47,7 +47,7 @@ def test_qwen2_5_vl_keeps_its_template_default_once(make_session, system):
     assert prompt.count("<|im_start|>system") == 1
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_5_moe"])
 def test_a_written_system_prompt_is_sent_alone(make_session, family):
     prompt = chat_prompt(make_session(family), "Answer in French.")
     assert prompt.startswith("<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\nHello")

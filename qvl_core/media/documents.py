@@ -242,14 +242,15 @@ def _fit_page(img: Image.Image) -> Image.Image:
 
 
 def load_document(path: str | os.PathLike[str], *, dpi: float = DEFAULT_DPI, pages: str | None = None,
-                  max_pages: int = DEFAULT_MAX_PDF_PAGES, max_frame_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  max_pages: int = DEFAULT_MAX_PDF_PAGES, max_frame_pixels: int = MAX_PAGE_SOURCE_PIXELS,
                   clamp_pages: bool = False) -> Iterator[DocumentPage]:
     """Pages of a PDF or image file as `DocumentPage`s, in page order, one at a time.
 
     `pages` is a user's page range ('1-5', '2,4', 'all'/None). Everything that can be checked before
     rendering is checked now, so a bad file, range or limit raises UserError at the call, not mid-job.
-    `max_pages` and `max_frame_pixels` (a TIFF frame's pixels) are the app's `Limits` (max_pdf_pages,
-    max_image_pixels).
+    `max_pages` is the app's `Limits.max_pdf_pages`; `max_frame_pixels` bounds a TIFF frame's pixels before it
+    is decoded, like any page image (MAX_PAGE_SOURCE_PIXELS): a TIFF page is a page, not a chat upload, so the
+    upload limit (max_image_pixels) does not apply to it.
     """
     check_dpi(dpi)
     p, name = _check_file(path)
@@ -306,7 +307,7 @@ def _tiff_frames(p: Path, name: str, indices: list[int], limit: int) -> Iterator
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is damaged: {exc}.") from None
             if w * h > limit:  # checked from the frame header, before decoding it
                 raise UserError(f"Page {i + 1} of TIFF {name!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the "
-                                f"limit of {limit / 1e6:.0f} MP (QVL_MAX_IMAGE_PIXELS).")
+                                f"page-image limit of {limit / 1e6:.0f} MP (QVL_MAX_PAGE_SOURCE_PIXELS).")
             try:
                 frame = img.copy()
                 frame.load()

@@ -400,8 +400,9 @@ def run_job(session: Backend, paths: Sequence[str | Path], options: JobOptions, 
         for path, _n in docs:
             name = Path(path).name
             try:
+                # TIFF frames are pages: held to the page-image limit, never to the chat upload limit.
                 pages_iter = load_document(path, dpi=options.dpi, pages=options.pages, max_pages=max_pages,
-                                           max_frame_pixels=limits.max_image_pixels, clamp_pages=options.clamp_pages)
+                                           clamp_pages=options.clamp_pages)
                 with contextlib.closing(pages_iter):
                     for page in pages_iter:
                         label = f"{name} · page {page.page_number}/{page.n_pages}"
