@@ -140,3 +140,14 @@ def test_the_banner_is_readable_in_both_schemes(noise_url, open_page, dark):
     assert page.evaluate("document.body.classList.contains('dark')") == dark
     assert page.evaluate(CONTRAST) >= 4.5
     _shot(page, f"banner-{'dark' if dark else 'light'}")
+
+
+def test_every_tab_renders_without_console_noise_or_page_errors(noise_url, open_page):
+    """Regression (issue 15, smaller): the console logged "Method not implemented." twice per tab render."""
+    page = open_page("desktop")
+    _load(page, noise_url)
+    for tab in ("Grounding", "Documents", "Video QA", "Agent", "Chat"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(500)
+    assert not [m for m in page.console if "not implemented" in m.lower()], page.console
+    assert not page.errors

@@ -178,6 +178,36 @@ def test_chat_answer_with_boxes_shows_the_drawn_image(make_session, photo):
     assert conv.turns[-1].text == scripted_answer("qwen2_5_vl")  # the model's raw text is untouched
 
 
+def test_chat_figure_of_a_large_photo_is_display_sized(make_session, tmp_path):
+    """Regression (issue 15 item 8, Chat): the figure of a Chat answer with boxes was drawn on the full-resolution
+    original and saved as a PNG of every pixel; it is drawn on a display-sized copy like Grounding's."""
+    from qvl_core.draw import MAX_DISPLAY_SIDE
+    from qvl_core.tasks.conversation import Conversation
+    from ui.tabs.chat import ChatTab
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (4 * ORIGINAL[0], 4 * ORIGINAL[1]), (240, 240, 240)).save(big)  # 4000x2000
+    answer = '```json\n[{"bbox_2d": [250, 250, 500, 750], "label": "red box"}]\n```'  # 0-1000 (Qwen3-VL)
+    tab = ChatTab(make_session("qwen3_vl", answer))
+    conv, _, _ = tab.add_message({"text": "Where is the red box?", "files": [str(big)]}, Conversation())
+    *_, (conv, _shown) = tab.answer(conv, "", 256, 0.0, 1.0, 0, 1.0, -1, None, 1280, 2.0, 64, False)
+    with Image.open(conv.figures[-1]) as figure:
+        assert max(figure.size) == MAX_DISPLAY_SIDE and figure.size[0] == 2 * figure.size[1]
+
+
+def test_a_refused_answer_gives_back_the_text_and_the_files(make_session, photo):
+    """Regression (issue 15 item 1): a refusal raised while answering (a context or pixel limit) put the text
+    back in the box but dropped the files, so the input was not as it was sent."""
+    from qvl_core.tasks.conversation import Conversation
+    from ui.tabs.chat import ChatTab
+
+    tab = ChatTab(make_session("qwen2_5_vl"))
+    conv, _, _ = tab.add_message({"text": "Describe it", "files": [photo]}, Conversation())
+    conv, _shown, box = tab.after_error(conv)
+    assert not conv.turns and box.value["text"] == "Describe it"
+    assert [f["orig_name"] for f in box.value["files"]] == ["photo.png"]
+
+
 def test_chat_answer_without_coordinates_has_no_figure(make_session, photo):
     from qvl_core.tasks.conversation import Conversation
     from ui.tabs.chat import ChatTab

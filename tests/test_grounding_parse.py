@@ -507,6 +507,25 @@ def test_draw_detections_marks_boxes_and_points(mode):
     assert rgb.getpixel((0, 199)) == white
 
 
+def test_draw_detections_puts_each_label_on_a_tag_above_its_box():
+    """Regression (issue 15, smaller): boxes were drawn without their labels. The label sits on a filled tag in
+    the box's colour just above its top-left corner, with the label's text inked on it."""
+    from qvl_core.draw import _color_key, palette_color
+
+    image = Image.new("RGB", (400, 200), "white")
+    det = Detection("cat", (40.0, 60.0, 240.0, 160.0), None, None)
+    out = draw_detections(image, [det])
+    color = palette_color(_color_key(det))
+    tag = out.crop((40, 30, 120, 60))  # the band just above the box's top-left corner
+    colors = {c for _n, c in tag.getcolors(maxcolors=100_000)}
+    assert color in colors and len(colors - {color, (255, 255, 255)}) >= 1  # the tag and its text's ink
+    def inked(label: str) -> int:  # non-white pixels in the band above the box: the tag grows with its text
+        band = draw_detections(image, [Detection(label, det.box, None, None)]).crop((40, 30, 400, 59))
+        return sum(n for n, c in band.getcolors(maxcolors=100_000) if c != (255, 255, 255))
+
+    assert 0 < inked("cat") < inked("cat on the left of the red sofa")
+
+
 def test_draw_detections_on_tiny_and_empty():
     image = Image.new("RGB", (30, 20), "black")
     out = draw_detections(image, [Detection("a label far too long to fit on a thirty pixel image", (0, 0, 30, 20),

@@ -196,3 +196,61 @@ def test_qvl_parse_takes_thinking_off_by_default(make_session, photo, tmp_path, 
     assert cli.main(["parse", photo, "--out", str(tmp_path), "--format", "json", "--thinking", "--quiet"]) == 0
     (page,) = json.loads((tmp_path / "photo.json").read_text())
     assert [b["text"] for b in page["blocks"]] == ["Final title"] and page["reasoning"].startswith("Reasoning")
+
+
+VIDEO_DRAFT = "A draft: maybe at 1.0 seconds. Hmm.\n</think>\n\n"
+VIDEO_FINAL = "It turns blue at 4.0 seconds."
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_video_handler_with_thinking_on_times_only_the_answer(make_session, family):
+    """Video QA with its switch on: the reasoning (with a draft time) is shown apart and never becomes a chip or
+    a span; the answer's time does."""
+    from ui.tabs.video import VideoTab
+
+    tab = VideoTab(make_session(family, VIDEO_DRAFT + VIDEO_FINAL))
+    *_, last = tab.run(CLOCK, "Custom", "", "When does it turn blue?", 2.0, 16, 256, 16384, None, None,
+                       64, 0.0, 1.0, 0, 1.0, -1, None, thinking=True)
+    html, _frames, _timeline, rows, _json, _summary, raw, _prompt, reasoning = last
+    assert raw == VIDEO_FINAL and reasoning.startswith("A draft: maybe at 1.0 seconds")
+    assert [r[0] for r in rows] == ["00:04.0"] and "1.0 seconds" not in html
+
+
+def _switches(tab) -> list:
+    import gradio as gr
+
+    with gr.Blocks() as blocks:
+        tab.render()
+    return [b for b in blocks.blocks.values() if isinstance(b, gr.Checkbox) and b.label == "Thinking"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_tab_renders_its_thinking_switch_at_its_default(make_session, family):
+    """Chat's switch starts at the model's default (on for these checkpoints); the parsed tabs' at
+    PARSED_TASK_THINKING (off), with the reason in the info line."""
+    from ui.tabs.agent import AgentTab
+    from ui.tabs.video import VideoTab
+
+    session = make_session(family)
+    assert session.status().thinking.default_on
+    (chat,) = _switches(ChatTab(session))
+    assert chat.value is True and chat.interactive is not False
+    for tab in (GroundingTab(session), DocumentsTab(session), VideoTab(session), AgentTab(session)):
+        switches = _switches(tab)
+        assert switches and all(s.value is PARSED_TASK_THINKING for s in switches), type(tab).__name__
+        assert all("Off by default here" in s.info for s in switches)
+
+
+def test_cli_parsed_tasks_think_only_when_asked(ckpt_dir, capsys):
+    """Bug guarded: qvl ground and qvl video thought by default (the model's), unlike their tabs and qvl parse,
+    and threw the reasoning away. Now off by default; with --thinking the reasoning goes to stderr."""
+    from qvl_core.cli import build_parser, main
+
+    for argv in (["ground", "x.png", "box"], ["video", "v.mp4", "When?"], ["agent", "s.png", "Press"],
+                 ["parse", "d.pdf", "--out", "o"]):
+        assert build_parser().parse_args(argv).thinking is PARSED_TASK_THINKING, argv[0]
+    model = str(ckpt_dir("qwen3_5", VIDEO_DRAFT + VIDEO_FINAL))
+    assert main(["video", CLOCK, "When?", "--model", model, "--device", "cpu", "--max-frames", "8",
+                 "--thinking"]) == 0
+    out, err = capsys.readouterr()
+    assert out == VIDEO_FINAL + "\n" and "A draft: maybe at 1.0 seconds" in err and "spans: 00:04.0" in err

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from qvl_core.draw import draw_detections
+from qvl_core.draw import draw_for_display
 from qvl_core.engine.backend import Backend
 from qvl_core.engine.messages import Turn
 from qvl_core.engine.sampling import DEFAULT_MAX_NEW_TOKENS, SamplingDefaults
@@ -209,7 +209,8 @@ def grounding_figure(session: Backend, conv: Conversation, text: str, stats: Gen
     if not detections:
         return None
     out = files.new_dir("qvl-chat-") / "grounding.png"
-    draw_detections(open_image(images[-1].path, max_pixels=session.limits.max_image_pixels), detections).save(out)
+    # On a display-sized copy, as Grounding draws: a 48 MP photo drawn at full size took seconds to encode.
+    draw_for_display(open_image(images[-1].path, max_pixels=session.limits.max_image_pixels), detections).save(out)
     return str(out)
 
 
@@ -271,8 +272,9 @@ class ChatTab:
         if not conv.awaiting_answer:
             return conv, render(conv), idle_box()
         conv, turn = conv.undo()
-        box = gr.MultimodalTextbox(value={"text": turn.text if turn else "", "files": []}, interactive=True,
-                                   submit_btn=True, stop_btn=False)
+        # Text and files both go back: a refusal (a context or pixel limit) leaves the message as it was sent.
+        value = {"text": turn.text, "files": [m.path for m in turn.media]} if turn else {"text": "", "files": []}
+        box = gr.MultimodalTextbox(value=value, interactive=True, submit_btn=True, stop_btn=False)
         return conv, render(conv), box
 
     def retry(self, conv: Conversation):
