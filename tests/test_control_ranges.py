@@ -83,3 +83,37 @@ def test_every_chat_slider_end_is_accepted_through_the_api(chat_app, media_dir):
             reply = client.predict(message={"text": "hi", "files": files}, api_name="/chat",
                                    **{**base, CHAT_SLIDER_PARAMS[label]: value})
             assert reply and ANSWER.startswith(reply), (label, value, reply)  # 1 new token: "F"
+
+
+def _sliders(tab) -> dict[str, tuple[float, float]]:
+    import gradio as gr
+
+    with gr.Blocks() as blocks:
+        tab.render()
+    return {b.label: (b.minimum, b.maximum) for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
+
+
+def test_the_other_tabs_sliders_ends_pass_their_own_checks(make_session):
+    """Every end of the Video QA budget, Documents DPI and Agent sliders is accepted by the check its handler
+    runs (a slider that allows what its handler refuses is the temperature-2 bug in another tab)."""
+    from qvl_core.media.documents import check_dpi
+    from qvl_core.tasks.agent import MAX_ZOOMS_LIMIT
+    from qvl_core.tasks.live_browser import MAX_LIVE_STEPS
+    from ui.tabs.agent import AgentTab
+    from ui.tabs.documents import DocumentsTab
+    from ui.tabs.video import VideoTab
+
+    session = make_session("qwen2_5_vl", ANSWER)
+    video = _sliders(VideoTab(session))
+    labels = ["Frames per second", "Max frames", "Max tokens per frame", "Total video token budget"]
+    for end in (0, 1):
+        VideoTab.budget(*(video[label][end] for label in labels))  # raises UserError for a refused value
+    for dpi in _sliders(DocumentsTab(session))["PDF render DPI"]:
+        check_dpi(dpi)
+    agent = _sliders(AgentTab(session))
+    assert agent["Zoom steps"] == (0, MAX_ZOOMS_LIMIT)
+    assert "Step limit" not in agent  # the live browser is off here; with it on, its slider ends at the limit
+    from qvl_core.tasks.live_browser import LiveBrowser
+
+    live = _sliders(AgentTab(session, browser=LiveBrowser()))
+    assert live["Step limit"] == (1, MAX_LIVE_STEPS)
