@@ -145,7 +145,7 @@ def cmd_ground(ns: argparse.Namespace) -> int:
 def cmd_agent(ns: argparse.Namespace) -> int:
     from qvl_core.draw import draw_action, draw_zoom
     from qvl_core.media.images import open_image
-    from qvl_core.tasks.agent import Trajectory, agent_step, zoom_answer
+    from qvl_core.tasks.agent import Trajectory, agent_step, trajectory_from_text, zoom_answer
 
     if ns.zoom:  # think with images: answer TASK as a question, zooming into the original
         session = _open(ns)
@@ -166,9 +166,10 @@ def cmd_agent(ns: argparse.Namespace) -> int:
         history = None
         if ns.history:
             try:
-                history = Trajectory.from_json(json.loads(Path(ns.history).read_text(encoding="utf-8")))
+                text = Path(ns.history).read_text(encoding="utf-8")
             except (OSError, ValueError) as exc:
                 raise UserError(f"--history {ns.history!r} is not a trajectory JSON file: {exc}") from None
+            history = trajectory_from_text(text, f"--history {ns.history!r}")
         trajectory = Trajectory(ns.task, ns.screen, history.steps if history else ())
         session = _open(ns)
         step_result = None

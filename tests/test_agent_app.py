@@ -239,6 +239,8 @@ def test_agent_step_api_returns_original_pixels_and_continues_from_history(agent
     (("Press", "tablet", ""), "tablet is not in the list of choices"),
     (("Press", "computer", "{not json"), "history is not JSON"),
     (("Press", "computer", "[1, 2]"), "not a trajectory"),
+    (("Press", "computer", "[" * 100_000), "nests too deep"),  # was "Something went wrong (RecursionError)"
+    (("Press", "computer", "x" * 2_000_001), "over the limit of 2000000"),
 ])
 def test_agent_step_api_refuses_bad_inputs_by_name(agent_api, screenshot, args, message):
     with pytest.raises(Exception, match=message):

@@ -186,6 +186,26 @@ def test_internal_events_are_refused_through_the_queue(app):
     assert len(backend.records) == calls
 
 
+def test_an_fn_index_written_another_way_is_read_as_gradio_reads_it(app):
+    """Bug: an fn_index sent as "12", 12.0 or true was no int to the guard, which then let it through, and
+    Gradio's body model turned it into the internal event 12 (or 1). Every form Gradio would read is checked as
+    that event; an index that names no event is refused."""
+    demo, backend = app
+    base, calls = demo.local_url.rstrip("/"), len(backend.records)
+    run_index, _ = _fn(demo, "run_page")
+    first_internal = next(i for i, fn in sorted(demo.fns.items()) if fn.fn is not None and fn.api_name not in
+                          DOCUMENTED)
+    forms = [str(run_index), f" {run_index}", float(run_index), f"+{run_index}"]
+    if first_internal == 1:
+        forms.append(True)
+    for form in [*forms, "twelve", [run_index], {"i": run_index}, 10**9]:
+        body = {**_chat_body(demo, "x"), "fn_index": form}
+        for route in ("/gradio_api/queue/join", "/gradio_api/run/predict"):
+            r = httpx.post(base + route, json=body, timeout=30)
+            assert r.status_code == 403, (form, route, r.status_code, r.text)
+    assert len(backend.records) == calls
+
+
 def test_the_page_still_runs_its_internal_events(app):
     """The guard must not break the app's own page: a same-origin queue/join of an internal event is accepted."""
     demo, _ = app

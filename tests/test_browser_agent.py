@@ -50,7 +50,8 @@ def test_two_steps_on_screenshots_then_a_bad_file_keeps_the_trajectory(make_sess
     page.wait_for_selector("#agent-summary >> text=Step 2: left_click at", timeout=120_000)
     page.wait_for_function(ROWS + " === 2")
     page.wait_for_selector("#agent-gallery img")
-    save_screenshot(page, f"agent-steps-{viewport}{'-dark' if dark else ''}", full_page=True)
+    # The desktop one is the README's (docs/agent.png with QVL_UPDATE_SCREENSHOTS=1).
+    save_screenshot(page, "agent" if viewport == "desktop" else f"agent-steps-{viewport}-dark", full_page=True)
     # A file that is not an image: one toast naming it, no Error badges, the two steps still there.
     fake = tmp_path / "next.png"
     fake.write_text("not a png")

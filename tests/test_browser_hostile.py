@@ -156,6 +156,53 @@ def test_chat_markdown_bypasses_are_inert(make_session, launch_app, page):
     _assert_inert(page, watch)
 
 
+def _macro(i: int) -> str:
+    """A TeX macro name of letters only (TeX names take no digits): qa, qb, ..., qba, ..."""
+    name = ""
+    while True:
+        name, i = chr(97 + i % 26) + name, i // 26
+        if not i:
+            return "\\q" + name
+
+
+# \qa is \frac{1}{\qb}, \qb is \frac{1}{\qc}, ...: 200 levels that count as 2.
+MACRO_CHAIN = "".join(f"\\def{_macro(i)}{{\\frac{{1}}{{{_macro(i + 1)}}}}}" for i in range(200)) + \
+    f"\\def{_macro(200)}{{x}}{_macro(0)}"
+# The second red team: where the browser's renderer (marked, its mermaid extension, inspect.cleandoc, its formula
+# extraction) reads an answer otherwise than CommonMark. The answer opens indented (cleandoc dedents it).
+RENDERER_ANSWER = f"""    <img id="dedent" src="{EVIL}/dedent.png">
+
+```mermaid
+<img id="mermaid" src="{EVIL}/mermaid.png">
+```
+
+```
+x
+```~
+<video id="closer" autoplay src="{EVIL}/closer.mp4"></video>
+```
+
+a `b
+:-
+c <img id="table" src="{EVIL}/table.png"> `
+
+$""" + MACRO_CHAIN + """$
+
+END-OF-ANSWER"""
+
+
+def test_chat_renderer_rule_bypasses_are_inert(make_session, launch_app, page):
+    """Bug: a mermaid fence, a fence closed at ```~ by marked alone, a table without pipes splitting a code span,
+    an answer dedented by Gradio after we sanitized it, and a \\def chain as deep as a crashing formula."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    watch, bot = _ask(page, launch_app(make_session("qwen2_5_vl", RENDERER_ANSWER)).local_url, tokens=20_000)
+    assert "END-OF-ANSWER" in bot.inner_text()
+    assert bot.locator("img, video, #dedent, #mermaid, #closer, #table, .mermaid svg").count() == 0
+    assert not errors and page.evaluate("1 + 1") == 2  # the tab is alive
+    _assert_inert(page, watch)
+
+
 def test_chat_survives_deep_nesting(make_session, launch_app, page):
     """Bug: a formula nested 200 deep crashed the tab; a 5,000-level quote, a 2,000-level list or 5,000 asterisks
     blanked the answer with "Maximum call stack size exceeded"."""

@@ -59,10 +59,13 @@ def test_chat_error_is_shown_and_the_next_message_works(chat_url, fake_png, page
     open_tab(page, chat_url, "Chat", "#chat-input")
     send_chat(page, "What is this?", [fake_png])
     assert "'holiday.png' is not an image" in _toast(page, "holiday.png")
-    # The failed message leaves the conversation and its text comes back to the box, unlocked.
+    # The failed message leaves the conversation; its text and its file come back to the box, unlocked.
     page.wait_for_function("document.querySelector('#chat-input textarea').value === 'What is this?'")
     page.wait_for_selector("#chat-input textarea:not([disabled])")
     assert page.locator('[data-testid="user"]').count() == 0
+    assert page.locator("#chat-input [aria-label='File thumbnail']").count() == 1
+    page.locator("#chat-input button[aria-label='Remove file']").click()  # the person takes the bad file out
+    page.wait_for_selector("#chat-input [aria-label='File thumbnail']", state="detached")
     send_chat(page, "And this?", [SHAPES])
     page.wait_for_selector('[data-testid="bot"] >> text=four shapes', timeout=120_000)
     users = " ".join(page.locator('[data-testid="user"]').all_inner_texts())

@@ -264,3 +264,19 @@ def test_a_models_list_nested_too_deep_is_a_clear_load_error(hostile):
     with pytest.raises(ModelLoadError, match="did not answer like an OpenAI-compatible server"):
         backend.load()
     backend.close()
+
+
+@pytest.mark.parametrize("body", ['{"error": {"message": "x\\ud800y"}}', '{"detail": "\\udfff"}',
+                                  '{"message": "\\ud800"}'])
+def test_a_lone_surrogate_in_a_servers_error_is_shown_not_dropped(body):
+    """Bug: a server's error message holding a lone surrogate went into our error as is; Gradio's JSON encoder
+    then failed on it and the client's stream dropped without a message. It is shown as its escape."""
+    from qvl_core.engine.openai import error_detail
+    from qvl_core.engine.sse import parse_sse_line
+    from qvl_core.errors import GenerationError
+
+    detail = error_detail(body)
+    assert "\\ud" in detail and detail.encode("utf-8")
+    with pytest.raises(GenerationError, match=r"failed during generation: x\\ud800y") as caught:
+        parse_sse_line('data: {"error": {"message": "x\\ud800y"}}')
+    assert str(caught.value).encode("utf-8")

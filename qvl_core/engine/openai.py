@@ -25,7 +25,7 @@ from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.literal import neutralise
 from qvl_core.engine.messages import build_messages
 from qvl_core.engine.sampling import SERVER_DEFAULTS, SamplingDefaults
-from qvl_core.engine.sse import MAX_ERROR_CHARS, MAX_EXTRA_EVENTS, StreamCaps, broken, read_events
+from qvl_core.engine.sse import MAX_ERROR_CHARS, MAX_EXTRA_EVENTS, StreamCaps, broken, read_events, shown_text
 from qvl_core.engine.thinking import ThinkingSupport
 from qvl_core.engine.types import Chunk, FinishReason, GenerationRequest, GenerationStats, SessionStatus, collect
 from qvl_core.errors import GenerationError, ModelLoadError, UserError
@@ -255,6 +255,11 @@ def map_finish_reason(reason: str | None) -> FinishReason:
 
 
 def error_detail(body: str) -> str:
+    """The human part of an error body, encodable (a lone surrogate is shown as its escape)."""
+    return shown_text(_error_detail(body))
+
+
+def _error_detail(body: str) -> str:
     """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the text itself."""
     try:
         obj = json.loads(body)

@@ -55,6 +55,12 @@ def broken(detail: str) -> GenerationError:
     return GenerationError(f"The server sent a broken stream: {detail}")
 
 
+def shown_text(text: str) -> str:
+    """`text` made encodable: a lone surrogate (valid JSON, no text) shown as its escape, so the error that quotes
+    it can reach the page (Gradio's JSON encoder fails on it, and the client's stream would just drop)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _quote(text: str) -> str:
     return repr(text[:MAX_DETAIL_CHARS]) + ("…" if len(text) > MAX_DETAIL_CHARS else "")
 
@@ -107,7 +113,7 @@ def parse_sse_line(line: str) -> StreamEvent | None:
         err = obj["error"]
         msg = err.get("message") if isinstance(err, dict) else err
         text = msg if isinstance(msg, str) else data  # never str() a structure: it may be nested ~1000 deep
-        raise GenerationError(f"The server failed during generation: {text[:MAX_ERROR_CHARS]}")
+        raise GenerationError(f"The server failed during generation: {shown_text(text[:MAX_ERROR_CHARS])}")
     choices = _typed(obj.get("choices"), (list,), "choices") or []
     text, reasoning, finish = "", "", None
     if choices:

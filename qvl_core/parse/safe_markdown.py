@@ -11,14 +11,25 @@ which make the browser contact any host the answer names or cover the page. So b
   in-page anchor becomes `#` (javascript:, data:, vbscript:…);
 - nesting is bounded: KaTeX crashes the tab on a formula nested a few hundred deep, and the browser's Markdown
   renderer runs out of stack on thousands of nested quotes, lists or emphasis markers;
+- the browser's renderer is not CommonMark (Gradio ships `marked`, which closes fences, finds tables and ends code
+  spans by rules of its own, renders ```mermaid fences as raw HTML, dedents the text first with
+  `inspect.cleandoc` and extracts formulas before parsing, code included), so what CommonMark calls code must be
+  harmless even where the renderer disagrees: inside code a `<` that would start a tag gets a zero-width space
+  after it (`<\u200bimg` is no tag in any HTML parser, and looks the same), as do `![`, `](` and `]:`; a mermaid
+  fence is shown as plain code; the text is dedented as the renderer will dedent it, before and after;
+- a formula anywhere (code too) that nests too deep or defines macros (`\\def` chains expand as deep as the
+  nesting they hide) loses its delimiters;
 - the result is parsed again, and if anything live is left (a tag, an image, an unsafe link) the whole answer is
-  shown as one code block instead: safe by construction, whatever the first pass missed.
-The conversation keeps the raw text; this runs only on the way to the screen.
+  shown as one code block instead. Whatever parser reads the result, no `<` in it starts a tag: every one is
+  `&lt;` or is followed by a zero-width space.
+The conversation keeps the raw text; this runs only on the way to the screen. Copying code from the chat copies
+the invisible zero-width spaces too.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 
 from markdown_it import MarkdownIt
@@ -44,6 +55,16 @@ _OBFUSCATED = re.compile(r"[&\\\x00-\x20%]")
 _CONTAINER = re.compile(r"[ \t]*(?:>|[-+*](?=[ \t]|$)|\d{1,9}[.)](?=[ \t]|$))")
 _DELIMITERS = re.compile(r"\n[ \t]*\n|\*+|_+|~+")
 _GROUP = re.compile(r"\\begin\b|\\end\b|\\left\b|\\right\b|\\.|[{}]", re.S)
+# TeX commands that define macros: a chain of them expands as deep as the nesting it hides from _math_depth.
+_MACRO_DEFINITION = re.compile(r"\\(?:[gex]?def|let|futurelet|(?:re|provide)?newcommand|newenvironment|"
+                               r"DeclareMathOperator|global|expandafter)(?![A-Za-z])")
+ZWSP = "\u200b"
+# Inside code: what would be live HTML, an image or a link if the renderer decided this was not code.
+_CODE_DEFANG = re.compile(r"<(?=[A-Za-z/!?])|!(?=\[)|\](?=[(:])")
+_FENCE_LIKE = re.compile(r"^([ \t]*)(?=[`~]{3})", re.M)  # a line inside a fence that another parser might close it at
+# A GFM table's delimiter row. The browser's renderer takes one without a pipe (`:-`) as a table and splits the
+# lines around it into cells, ending a code span CommonMark sees crossing them.
+_DELIMITER_ROW = re.compile(r" {0,3}\|?(?: *:?-+:? *\|)* *:?-+:? *\|? *")
 _SPANS = "qvl_code_spans"
 
 
@@ -240,12 +261,66 @@ def _as_code_block(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
+def _formulas_bounded(text: str) -> str:
+    """Every formula that nests too deep or defines macros, anywhere (the renderer extracts formulas from code
+    too), loses its delimiters: `$` becomes a full-width `＄`, `\\(` and `\\[` get a zero-width space."""
+    out, last = [], 0
+    for a, b in _math_spans(text):
+        formula = text[a:b]
+        if _math_depth(formula) <= MAX_MATH_DEPTH and not _MACRO_DEFINITION.search(formula):
+            continue
+        out.append(text[last:a])
+        if formula.startswith("$"):
+            n = 2 if formula.startswith("$$") else 1
+            formula = "\uff04" * n + formula[n:-n] + "\uff04" * n
+        else:
+            formula = formula[0] + ZWSP + formula[1:-2] + formula[-2] + ZWSP + formula[-1]
+        out.append(formula)
+        last = b
+    return "".join(out) + text[last:]
+
+
+def _blocks_defanged(text: str) -> str:
+    """Line by line, where the browser's renderer could read the text otherwise than CommonMark: a mermaid fence
+    becomes plain code, a fence-like line inside a fence gets a zero-width space first (no renderer closes the
+    fence there), and a delimiter row outside a table is escaped (no renderer makes a table of it)."""
+    md, _ = _parsers()
+    lines = text.split("\n")
+    in_block, in_table = set(), set()
+    for tok in md.parse(text):
+        if not tok.map:
+            continue
+        a, b = tok.map
+        if tok.type in ("fence", "code_block"):
+            in_block.update(range(a, b))
+            if tok.type == "fence":
+                info = tok.info.strip().split(" ", 1)[0].lower()
+                if info.startswith("mermaid") and a < len(lines):
+                    lines[a] = lines[a].replace(tok.info.strip().split(" ", 1)[0], "text", 1)
+                for n in range(a + 1, min(b - 1 if b - 1 > a else b, len(lines))):
+                    lines[n] = _FENCE_LIKE.sub(lambda m: m.group(1) + ZWSP, lines[n])
+        elif tok.type == "table_open":
+            in_table.update(range(a, b))
+    for n, line in enumerate(lines):
+        if n in in_block or n in in_table or not _DELIMITER_ROW.fullmatch(line) or not set(line) & set(":|"):
+            continue
+        lead = len(line) - len(line.lstrip(" "))
+        lines[n] = line[:lead] + "\\" + line[lead:]
+    return "\n".join(lines)
+
+
+def _no_tag_can_start(markdown: str) -> bool:
+    """Parser-independent: no `<` that starts a tag and no image marker, whatever any renderer calls code."""
+    return _TAG_START.search(markdown) is None and "![" not in markdown
+
+
 @functools.lru_cache(maxsize=512)  # the chat renders every turn again on each streamed token
 def safe_markdown(text: str) -> str:
     """`text` with raw HTML shown as text, images as links, unsafe link targets removed and nesting bounded."""
-    # As the parser reads it: its positions are positions in this text.
+    # As the renderer reads it: newlines normalised and dedented as Gradio dedents (`inspect.cleandoc`) before it
+    # parses, so an indented code block here is one there too.
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "\ufffd")
-    text = _bound_containers(text)
+    text = _formulas_bounded(_blocks_defanged(_bound_containers(inspect.cleandoc(text))))
     delimiters, out, last = _Delimiters(), [], 0
     math = _math_spans(text)
     for a, b in [*_code_regions(text), (len(text), len(text))]:
@@ -253,7 +328,9 @@ def safe_markdown(text: str) -> str:
             continue
         mine = [(s - last, e - last) for s, e in math if last <= s and e <= a]
         out.append(_neutralise(text[last:a], delimiters, mine))
-        out.append(text[a:b])
+        out.append(_CODE_DEFANG.sub(lambda m: m.group() + ZWSP, text[a:b]))
         last = b
-    shown = "".join(out)
-    return shown if _is_inert(shown) else _as_code_block(text)
+    shown = inspect.cleandoc("".join(out))  # what the renderer will make of it, dedent included
+    if _is_inert(shown) and _no_tag_can_start(shown):
+        return shown
+    return _as_code_block(_CODE_DEFANG.sub(lambda m: m.group() + ZWSP, text))

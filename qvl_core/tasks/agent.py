@@ -64,6 +64,7 @@ DEFAULT_AGENT_MAX_NEW_TOKENS = 1024  # a thought plus one call; a thinking model
 DEFAULT_MAX_ZOOMS = 3
 MAX_ZOOMS_LIMIT = 8  # each zoom adds an image to the conversation: the prompt grows with every one
 MAX_HISTORY_STEPS = 100  # earlier steps passed back to the model
+MAX_HISTORY_CHARS = 2_000_000  # a history JSON (API/CLI): 100 steps of long answers and reasoning fit
 DEFAULT_SYSTEM = "You are a helpful assistant."
 POINTER_ACTIONS = ("mouse_move", "left_click", "right_click", "middle_click", "double_click", "triple_click",
                    "left_click_drag", "click", "long_press")
@@ -319,6 +320,19 @@ class Trajectory:
             steps.append(TrajectoryStep(str(s.get("screenshot", "")), call if isinstance(call, dict) else None,
                                         str(s.get("thought", "")), s.get("result", {})))
         return cls(str(data.get("task", "")), data.get("screen", "computer"), tuple(steps))
+
+
+def trajectory_from_text(text: str, what: str = "The history") -> Trajectory:
+    """A trajectory from JSON text (an earlier step's JSON, or its trajectory), checked before it is parsed:
+    its length (MAX_HISTORY_CHARS) and its nesting (a deep array is a RecursionError in json, not a message)."""
+    check_text(what, text, MAX_HISTORY_CHARS)
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UserError(f"{what} nests too deep to be a trajectory.") from None
+    except ValueError as exc:
+        raise UserError(f"{what} is not JSON: {exc}") from None
+    return Trajectory.from_json(data)
 
 
 def _history_item(step: TrajectoryStep, style: AgentStyle) -> str | None:

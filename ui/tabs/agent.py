@@ -26,6 +26,7 @@ from qvl_core.tasks.agent import (
     Trajectory,
     ZoomResult,
     agent_step,
+    trajectory_from_text,
     zoom_answer,
 )
 from qvl_core.tasks.live_browser import (
@@ -206,12 +207,7 @@ class AgentTab:
         try:
             if not screenshot:
                 raise UserError("A screenshot is required.")
-            steps = ()
-            if history and str(history).strip():
-                try:
-                    steps = Trajectory.from_json(json.loads(history)).steps
-                except ValueError as exc:
-                    raise UserError(f"history is not JSON: {exc}") from None
+            steps = trajectory_from_text(history, "history").steps if history and str(history).strip() else ()
             trajectory = Trajectory((task or "").strip(), screen or "computer", steps)
             sampling = to_sampling(*default_sampling_values(max_new_tokens))
             result = None
