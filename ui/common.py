@@ -245,6 +245,8 @@ def format_stats(stats: GenerationStats) -> str:
     parts = [f"{stats.completion_tokens} tokens"]
     if stats.ttft_s is not None:
         parts.append(f"first token {stats.ttft_s:.2f} s")
+    if stats.reused_tokens:  # the conversation's kept prefix served these: only the rest was prefilled
+        parts.append(f"reused {stats.reused_tokens:,} of {stats.prompt_tokens:,} prompt tokens")
     if stats.decode_tps is not None:
         parts.append(f"{stats.decode_tps:.1f} tok/s")
     if stats.peak_gpu_mb is not None:

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +17,15 @@ from qvl_core.engine.inputs import prepare_media, request_image_budget
 from qvl_core.engine.literal import guard_messages, place_markers, splice_texts
 from qvl_core.engine.loading import LoadedModel, LoadOptions, load_model
 from qvl_core.engine.messages import MessagePlan
+from qvl_core.engine.prefix_cache import (
+    PrefixCache,
+    PrefixEntry,
+    cache_nbytes,
+    media_key,
+    media_positions,
+    prefix_cache_mb,
+    reuse_length,
+)
 from qvl_core.engine.sampling import SamplingDefaults, SamplingParams, defaults_from_generation_config
 from qvl_core.engine.seeded import sampling_processors
 from qvl_core.engine.thinking import (
@@ -52,15 +62,17 @@ class PreparedInputs:
     prompt_tokens: int
     opened: bool = False  # the prompt ends in an open `<think>` block: the output starts with reasoning
     thinking_budget: int = DEFAULT_THINKING_BUDGET
+    conversation_id: str | None = None  # whose kept prefix (KV cache) this request may continue
 
 
 class ModelSession:
     """The process-wide model session: load once (thread-safe), then one generation at a time on the GPU."""
 
     def __init__(self, options: LoadOptions | None = None, *, loaded: LoadedModel | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, prefix_cache: PrefixCache | None = None) -> None:
         self.options = options or LoadOptions()
         self.limits = limits or Limits.from_env()  # checked by `prepare` for every request
+        self._prefix = prefix_cache  # None: made on first use, sized for the model's device
         self._loaded = loaded
         self._load_lock = threading.Lock()
         self._gpu_lock = threading.Lock()  # one generation at a time, whoever calls (UI, API, CLI)
@@ -91,6 +103,18 @@ class ModelSession:
         return SessionStatus(lm.model_id, lm.family.display_name, _describe_devices(lm.model), lm.dtype,
                              lm.attn, lm.quantization, _gpu_memory_mb(), lm.random_weights, lm.scripted,
                              lm.precision_note, self.thinking)
+
+    @property
+    def prefix(self) -> PrefixCache:
+        """The conversations' kept prefixes (KV caches), within QVL_PREFIX_CACHE_MB (default by device)."""
+        if self._prefix is None:
+            self._prefix = PrefixCache(prefix_cache_mb(str(getattr(self.load().model, "device", "cpu"))))
+        return self._prefix
+
+    def forget(self, conversation_id: str) -> None:
+        """Drop a conversation's kept prefix (it was cleared, or its browser session ended)."""
+        if self._prefix is not None:
+            self._prefix.forget(conversation_id)
 
     @property
     def thinking(self) -> ThinkingSupport:
@@ -141,7 +165,7 @@ class ModelSession:
         _check_grid(inputs, images, lm.family)
         _check_video_grid(inputs, videos, lm.family)
         return PreparedInputs(inputs, plan, images, videos, int(inputs["input_ids"].shape[1]),
-                              opens_reasoning(prompt), request.thinking_budget)
+                              opens_reasoning(prompt), request.thinking_budget, request.conversation_id)
 
     # ---- generation ------------------------------------------------------------------------------
     def stream(self, request: GenerationRequest, *, videos: tuple[SampledVideo, ...] | None = None
@@ -202,16 +226,28 @@ class ModelSession:
         self.check_context(prepared, sampling)
         with self._gpu_lock:
             start = time.perf_counter()
-            inputs = prepared.inputs.to(lm.model.device)
+            inputs = dict(prepared.inputs.to(lm.model.device))
             _reset_peak_memory()
+            key = prepared.conversation_id if self.prefix.enabled else None
+            media = _media_of(prepared, lm) if key else ()
+            reused, cache_kwargs = self._continue_prefix(key, inputs, media)
+            # A cache that cannot be cropped is kept as a snapshot at the end of the history (before this turn's
+            # assistant prompt), the point the next prompt of the conversation extends exactly.
+            split = _history_end(inputs["input_ids"][0].tolist(), lm) if key and _recurrent(lm.model) else None
+            split = split if split is not None and split > reused else None
+            generated: dict[str, Any] = {}
 
             def run() -> None:
                 try:
                     with torch.inference_mode():
-                        lm.model.generate(**inputs, **gen_kwargs, streamer=_Streamer(),
-                                          logits_processor=LogitsProcessorList(
-                                              [*sampling_processors(sampling), guard]),
-                                          stopping_criteria=StoppingCriteriaList([_Stop()]))
+                        if split is not None:
+                            generated["snapshot"] = self._prefill_history(inputs, split, cache_kwargs, reused,
+                                                                          media)
+                        generated["out"] = lm.model.generate(
+                            **inputs, **gen_kwargs, **cache_kwargs, streamer=_Streamer(),
+                            return_dict_in_generate=key is not None,
+                            logits_processor=LogitsProcessorList([*sampling_processors(sampling), guard]),
+                            stopping_criteria=StoppingCriteriaList([_Stop()]))
                     events.put(("done", None))
                 except BaseException as exc:  # noqa: BLE001 - forwarded to the caller, never swallowed
                     events.put(("error", exc))
@@ -236,6 +272,8 @@ class ModelSession:
                         yield Chunk(answer, decoder.count, reasoning=reasoning)
                         continue
                     if kind == "error":
+                        if _is_oom(payload):
+                            self.prefix.clear()  # kept prefixes are the first memory to give back
                         raise _user_facing(payload)
                     break
                 if stop_event.is_set():
@@ -248,16 +286,74 @@ class ModelSession:
                 r_end, a_end = splitter.flush()
                 end = time.perf_counter()
                 stats = replace(_stats(prepared, decoder.count, start, first_token_at, end, finish),
-                                reasoning_tokens=guard.reasoning_tokens, thinking_note=guard.note)
+                                reasoning_tokens=guard.reasoning_tokens, thinking_note=guard.note,
+                                reused_tokens=reused)
                 yield Chunk(a_tail + a_end, decoder.count, stats, reasoning=r_tail + r_end)
             finally:
                 # Runs on normal end, on error, and when the consumer closes us (Stop / disconnect).
                 stop_event.set()
                 thread.join()
+                if key is not None and "snapshot" in generated:
+                    self.prefix.put(key, generated.pop("snapshot"))
+                elif key is not None and "out" in generated:  # a Stop too: the cache holds what was generated
+                    self._keep_prefix(key, generated.pop("out"), media)
 
     def generate(self, request: GenerationRequest) -> tuple[str, GenerationStats]:
         """Run to the end and return the whole text and its stats."""
         return collect(self.stream(request))
+
+    # ---- prefix reuse (holding the GPU lock) ---------------------------------------------------------------
+    def _continue_prefix(self, key: str | None, inputs: dict[str, Any], media: tuple[tuple[int, str], ...]
+                         ) -> tuple[int, dict[str, Any]]:
+        """Take `key`'s kept prefix; if it serves these inputs, crop it to the shared tokens and return (their
+        count, generate's cache arguments). Every image and video is then in the cached part, so their pixels
+        are dropped from `inputs`, and the model's rope offset is the one that prefix was built with."""
+        entry = self.prefix.take(key) if key is not None else None
+        rope = getattr(self.load().model, "model", None)
+        if entry is None or not hasattr(rope, "rope_deltas"):
+            return 0, {}
+        n = reuse_length(entry.ids, inputs["input_ids"][0].tolist(), croppable=entry.croppable,
+                         vision_ids=_vision_ids(self.load().model), cached_media=entry.media, new_media=media)
+        if n == 0:
+            return 0, {}  # dropped: this request's own cache replaces it
+        entry.crop(n)
+        rope.rope_deltas = entry.rope_deltas  # another conversation's request may have run since
+        for name in ("pixel_values", "pixel_values_videos"):
+            inputs.pop(name, None)
+        return n, {"past_key_values": entry.cache}
+
+    def _prefill_history(self, inputs: dict[str, Any], split: int, cache_kwargs: dict[str, Any], reused: int,
+                         media: tuple[tuple[int, str], ...]) -> PrefixEntry:
+        """Prefill tokens [reused, split) (the images and videos with them when nothing is reused) through
+        generate's own path (one throwaway token: generate computes the positions and rope offset), snapshot the
+        cache, and leave `cache_kwargs` continuing from it; `inputs` lose their pixels (they are in the cache)."""
+        import copy
+
+        model = self.load().model
+        head = {k: (v[:, :split] if k in _PER_TOKEN_INPUTS else v) for k, v in inputs.items()}
+        out = model.generate(**head, **cache_kwargs, max_new_tokens=1, min_new_tokens=None, do_sample=False,
+                             temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,
+                             pad_token_id=self.load().processor.tokenizer.pad_token_id)
+        cache = out.past_key_values
+        if cache.get_seq_length() != split:
+            raise GenerationError(f"The history prefill kept {cache.get_seq_length()} tokens, not {split}.")
+        rope = model.model.rope_deltas
+        snapshot = PrefixEntry(inputs["input_ids"][0, :split].tolist(), copy.deepcopy(cache), rope,
+                               cache_nbytes(cache), tuple(m for m in media if m[0] < split))
+        for name in ("pixel_values", "pixel_values_videos"):
+            inputs.pop(name, None)
+        cache_kwargs["past_key_values"] = cache
+        return snapshot
+
+    def _keep_prefix(self, key: str, out: Any, media: tuple[tuple[int, str], ...]) -> None:
+        cache = getattr(out, "past_key_values", None)
+        rope = getattr(self.load().model, "model", None)
+        if cache is None or not hasattr(rope, "rope_deltas"):
+            return
+        n = cache.get_seq_length()
+        ids = out.sequences[0][:n].tolist()
+        self.prefix.put(key, PrefixEntry(ids, cache, rope.rope_deltas, cache_nbytes(cache),
+                                         tuple(m for m in media if m[0] < n)))
 
 
 def _generate_kwargs(sampling: SamplingParams, lm: LoadedModel) -> dict[str, Any]:
@@ -286,6 +382,62 @@ def _eos_ids(lm: LoadedModel) -> frozenset[int]:
         elif value:
             ids.update(int(v) for v in value)
     return frozenset(ids)
+
+
+# Inputs with one entry per prompt token (sliced with the prompt); the rest (pixels, grids) are per image/video.
+_PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+def _recurrent(model: Any) -> bool:
+    """True for models with linear-attention layers (Qwen3.5): their cache holds recurrent state, never cropped."""
+    types = getattr(model.config.get_text_config(), "layer_types", None) or ()
+    return any("linear" in str(t) for t in types)
+
+
+def _history_end(ids: list[int], lm: LoadedModel) -> int | None:
+    """Where this turn's assistant prompt starts (its `<|im_start|>`), if nothing after it is an image or video:
+    everything before it is rendered the same in the conversation's next prompt."""
+    start = lm.processor.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    at = max((i for i, t in enumerate(ids) if t == start), default=None)
+    if at is None or at == 0 or any(t in _vision_ids(lm.model) for t in ids[at:]):
+        return None
+    return at
+
+
+def _media_of(prepared: PreparedInputs, lm: LoadedModel) -> tuple[tuple[int, str], ...]:
+    """(first placeholder position, content key) of each image and video of the prompt, in order: placeholder
+    ids are the same for any picture of a size, so a kept prefix is matched on pixels too."""
+    cfg, inputs = lm.model.config, prepared.inputs
+    merge = getattr(cfg.vision_config, "spatial_merge_size", 2) ** 2
+    counts: dict[int, list[tuple[int, str]]] = {}
+    grids = inputs.get("image_grid_thw")
+    if prepared.images and grids is not None and getattr(cfg, "image_token_id", None) is not None:
+        counts[cfg.image_token_id] = [
+            (int(g.prod()) // merge, media_key(im.image.tobytes(), im.image.size, im.image.mode))
+            for im, g in zip(prepared.images, grids, strict=True)]
+    grids = inputs.get("video_grid_thw")
+    if prepared.videos and grids is not None and getattr(cfg, "video_token_id", None) is not None:
+        counts[cfg.video_token_id] = [
+            (int(g.prod()) // merge, media_key(v.frames.tobytes(), v.frames.shape, v.timestamps, v.fps))
+            for v, g in zip(prepared.videos, grids, strict=True)]
+    ids = inputs["input_ids"][0].tolist()
+    placeholders = sum(1 for t in ids if t in counts)
+    if placeholders != sum(n for media in counts.values() for n, _ in media):
+        return ((0, f"uncounted-{uuid.uuid4().hex}"),)  # the counts do not add up: match nothing, reuse nothing
+    return tuple(media_positions(ids, counts))
+
+
+def _vision_ids(model: Any) -> frozenset[int]:
+    """The placeholder token ids of images and videos (the config names them per family)."""
+    cfg = model.config
+    return frozenset(int(v) for v in (getattr(cfg, "image_token_id", None), getattr(cfg, "video_token_id", None))
+                     if v is not None)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 def _user_facing(exc: BaseException) -> Exception:

@@ -69,6 +69,8 @@ class GenerationStats:
     reasoning_tokens: int = 0  # of completion_tokens, those spent reasoning (0 where the model did not think)
     # Why the reasoning was cut short ("" if it was not): the thinking budget was reached, or it looped.
     thinking_note: str = ""
+    # Prompt tokens served from the conversation's kept prefix (KV cache) instead of being prefilled again.
+    reused_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 
 from qvl_core.engine.messages import Media, Turn, user_turn
@@ -25,6 +26,9 @@ class Conversation:
     figures: tuple[str | None, ...] = ()
     # Display-only seconds a turn's reasoning took (the collapsible thought's duration), or None.
     thought_s: tuple[float | None, ...] = ()
+    # The id a backend keeps this conversation's prefix (KV cache) under: drawn at the first message, so that an
+    # empty Conversation (a browser session's initial state, copied for every session) shares none.
+    key: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.turns)
@@ -54,7 +58,8 @@ class Conversation:
                 f"This conversation would hold {len(self.media) + len(turn.media)} images/videos, over the "
                 f"limit of {MAX_MEDIA_PER_CONVERSATION}. Clear the chat to start a new one."
             )
-        return Conversation((*self.turns, turn), self.notes, self.figures, self.thought_s)
+        return Conversation((*self.turns, turn), self.notes, self.figures, self.thought_s,
+                            self.key or uuid.uuid4().hex)
 
     def with_answer(self, text: str, note: str = "", figure: str | None = None, *, reasoning: str = "",
                     thought_s: float | None = None) -> Conversation:
@@ -66,7 +71,7 @@ class Conversation:
         base = self.without_trailing_answer()
         turn = Turn("assistant", text, reasoning=reasoning)
         return Conversation((*base.turns, turn), (*base.notes, note), (*base.figures, figure),
-                            (*base.thought_s, thought_s))
+                            (*base.thought_s, thought_s), base.key)
 
     def without_trailing_answer(self) -> Conversation:
         if self.turns and self.turns[-1].role == "assistant":
@@ -89,7 +94,8 @@ class Conversation:
 
     def truncate(self, index: int) -> Conversation:
         """Keep turns [0, index)."""
-        return Conversation(self.turns[:index], self.notes[:index], self.figures[:index], self.thought_s[:index])
+        return Conversation(self.turns[:index], self.notes[:index], self.figures[:index], self.thought_s[:index],
+                            self.key)
 
     def edit(self, index: int, text: str) -> Conversation:
         """Replace the text of turn `index`. A user edit drops everything after it (to be answered again)."""
@@ -101,8 +107,8 @@ class Conversation:
         edited = replace(turn, text=text)
         if turn.role == "user":
             return Conversation((*self.turns[:index], edited), self.notes[:index], self.figures[:index],
-                                self.thought_s[:index])
+                                self.thought_s[:index], self.key)
         # An edited answer no longer matches its drawing: drop the figure.
         return Conversation((*self.turns[:index], edited, *self.turns[index + 1:]),
                             (*self.notes[:index], "edited", *self.notes[index + 1:]),
-                            (*self.figures[:index], None, *self.figures[index + 1:]), self.thought_s)
+                            (*self.figures[:index], None, *self.figures[index + 1:]), self.thought_s, self.key)

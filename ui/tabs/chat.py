@@ -155,7 +155,7 @@ class ChatSettings:
         thinking, budget = to_thinking(self.thinking, self.thinking_budget)
         return GenerationRequest(
             thinking=thinking, thinking_budget=budget,
-            turns=conv.turns,
+            turns=conv.turns, conversation_id=conv.key or None,
             sampling=to_sampling(*self.sampling_values, defaults=self.defaults),
             system=self.system if self.system and self.system.strip() else None,
             max_image_tokens=as_number("max_image_tokens", self.max_image_tokens, whole=True),
@@ -326,8 +326,19 @@ class ChatTab:
         return last.reasoning if last else ""
 
     # ---- construction ---------------------------------------------------------------------------
+    def forget(self, conv: Conversation | None) -> None:
+        """The backend drops the conversation's kept prefix (KV cache): it was cleared or its session ended."""
+        forget = getattr(self.session, "forget", None)
+        if conv is not None and conv.key and callable(forget):
+            forget(conv.key)
+
+    def cleared(self, conv: Conversation | None) -> Conversation:
+        self.forget(conv)
+        return Conversation()
+
     def render(self) -> None:
-        conv = gr.State(Conversation())
+        # A session's conversation frees its kept prefix when Gradio deletes the session's state.
+        conv = gr.State(Conversation(), delete_callback=self.forget)
         # One bubble per part (media, text): Gradio's edit submits every part of a bubble as text and throws on an
         # image's (`.slice is not a function`); apart, only the text bubble has an edit button.
         chatbot = gr.Chatbot(
@@ -379,7 +390,7 @@ class ChatTab:
         edited = chatbot.edit(self.edit, [conv], [conv], **CHECK_EVENT).success(
             render, [conv], [chatbot], queue=False, api_visibility="private")
         edited.then(self.answer, [conv, *settings], [conv, chatbot], api_visibility="private", **gen)
-        chatbot.clear(lambda: Conversation(), None, [conv], queue=False, api_visibility="private")
+        chatbot.clear(self.cleared, [conv], [conv], queue=False, api_visibility="private")
 
         # API-only endpoint: its own per-client conversation (gr.State), returns the reply text.
         with gr.Group(visible=False):
@@ -396,13 +407,14 @@ class ChatTab:
             ]
             api_reasoning = gr.Textbox(label="reasoning")
             api_out = gr.Textbox(label="reply")
-            api_conv = gr.State(Conversation())
+            api_conv = gr.State(Conversation(), delete_callback=self.forget)
             api_btn = gr.Button()
             reset_btn = gr.Button()
             reasoning_btn = gr.Button()
         api_btn.click(self.api_chat, [*api_inputs, api_conv], [api_out, api_conv], api_name="chat", **gen)
         reasoning_btn.click(self.api_reasoning, [api_conv], [api_reasoning], api_name="chat_reasoning", queue=False)
-        reset_btn.click(lambda: ("", Conversation()), None, [api_out, api_conv], api_name="chat_reset", queue=False)
+        reset_btn.click(lambda old: ("", self.cleared(old)), [api_conv], [api_out, api_conv], api_name="chat_reset",
+                        queue=False)
 
 
 def _edited(conv: Conversation, data: gr.EditData) -> Conversation:
