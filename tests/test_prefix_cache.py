@@ -193,3 +193,22 @@ def test_the_chat_footer_says_what_was_reused(make_session):
     assert "reused" in conv.notes[-1] and "prompt tokens" in conv.notes[-1]
     tab.forget(conv)
     assert conv.key not in tab.session.prefix
+
+
+def test_the_budget_flag_reaches_the_session(make_session):
+    import argparse
+    from dataclasses import replace
+
+    from qvl_core.engine.local import ModelSession
+    from qvl_core.errors import UserError
+    from qvl_core.flags import add_model_args, load_options
+
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    assert load_options(p.parse_args(["--prefix-cache-mb", "0"])).prefix_cache_mb == 0
+    assert load_options(p.parse_args([])).prefix_cache_mb is None  # the device's default
+    with pytest.raises(UserError, match="--prefix-cache-mb must be a whole number from 0"):
+        load_options(p.parse_args(["--prefix-cache-mb", "-1"]))
+    shared = make_session("qwen2_5_vl")
+    assert not ModelSession(replace(shared.options, prefix_cache_mb=0), loaded=shared.loaded).prefix.enabled
+    assert ModelSession(replace(shared.options, prefix_cache_mb=7), loaded=shared.loaded).prefix.budget_bytes == 7 << 20

@@ -43,8 +43,17 @@ class LoadOptions:
     # Load on the CPU, then move the whole model to CUDA: what ZeroGPU requires at startup (its CUDA emulation
     # intercepts `.to("cuda")`, not loading straight onto the device). Otherwise device_map places it.
     load_then_move: bool = False
+    # MB of kept conversation prefixes (KV caches) for follow-ups; None: QVL_PREFIX_CACHE_MB or the device's default
+    # (engine/prefix_cache.py); 0 turns reuse off.
+    prefix_cache_mb: int | None = None
 
     def __post_init__(self) -> None:
+        from qvl_core.engine.prefix_cache import MAX_PREFIX_CACHE_MB
+
+        mb = self.prefix_cache_mb
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or not 0 <= mb <= MAX_PREFIX_CACHE_MB):
+            raise UserError(f"--prefix-cache-mb must be a whole number from 0 (off) to {MAX_PREFIX_CACHE_MB}, got "
+                            f"{mb!r} (env QVL_PREFIX_CACHE_MB).")
         for name, value, choices in (("dtype", self.dtype, DTYPE_CHOICES), ("attn", self.attn, ATTN_CHOICES),
                                      ("quantization", self.quantization, QUANT_CHOICES),
                                      ("device", self.device, ("auto", "cuda", "cpu"))):

@@ -108,7 +108,9 @@ class ModelSession:
     def prefix(self) -> PrefixCache:
         """The conversations' kept prefixes (KV caches), within QVL_PREFIX_CACHE_MB (default by device)."""
         if self._prefix is None:
-            self._prefix = PrefixCache(prefix_cache_mb(str(getattr(self.load().model, "device", "cpu"))))
+            mb = self.options.prefix_cache_mb
+            self._prefix = PrefixCache(mb if mb is not None else
+                                       prefix_cache_mb(str(getattr(self.load().model, "device", "cpu"))))
         return self._prefix
 
     def forget(self, conversation_id: str) -> None:
