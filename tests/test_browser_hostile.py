@@ -188,6 +188,12 @@ c <img id="table" src="{EVIL}/table.png"> `
 
 $""" + MACRO_CHAIN + """$
 
+a```mermaid
+graph TD
+A["&lt;img id=inmermaid src=""" + EVIL + """/inmermaid.png&gt;"]```
+
+&#36;\\def\\x{\\frac{1}{2}}\\x&#36; costs 5$ and $\\rule{3000em}{3000em}$
+
 END-OF-ANSWER"""
 
 
@@ -198,7 +204,8 @@ def test_chat_renderer_rule_bypasses_are_inert(make_session, launch_app, page):
     page.on("pageerror", lambda e: errors.append(str(e)))
     watch, bot = _ask(page, launch_app(make_session("qwen2_5_vl", RENDERER_ANSWER)).local_url, tokens=20_000)
     assert "END-OF-ANSWER" in bot.inner_text()
-    assert bot.locator("img, video, #dedent, #mermaid, #closer, #table, .mermaid svg").count() == 0
+    assert bot.locator("img, video, #dedent, #mermaid, #closer, #table, .mermaid, #inmermaid").count() == 0
+    assert bot.locator(".katex .rule").count() == 0  # no 3000em box over the page
     assert not errors and page.evaluate("1 + 1") == 2  # the tab is alive
     _assert_inert(page, watch)
 

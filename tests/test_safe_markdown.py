@@ -101,7 +101,7 @@ def test_no_bypass_through_the_renderers_own_rules(text):
 
     shown = safe_markdown(text)
     assert live_parts(shown) == [] and live_parts(inspect.cleandoc(shown)) == []
-    assert re.search(r"<[A-Za-z/!?]", shown) is None and "mermaid" not in shown.split("\n")[0]
+    assert re.search(r"<[A-Za-z/!?]", shown) is None and re.search(r"[`~]{3,}[ \t]*mermaid", shown, re.I) is None
 
 
 def test_formulas_that_hide_depth_lose_their_delimiters():
@@ -225,3 +225,36 @@ def test_generated_markdown_never_yields_a_live_tag(text):
     assert live_parts(shown) == []
     assert re.search(r"<[A-Za-z/!?]", shown) is None and "![" not in shown
     assert inspect.cleandoc(shown) == shown
+
+
+# The third red team (issue 16, again): the renderer's mermaid rule fires inside paragraphs, KaTeX runs on the
+# page's decoded text with brace-aware delimiters, and shallow formulas can still draw over the page.
+THIRD_ROUND = [
+    'a```mermaid\ngraph TD\nA["&lt;img src=http://evil.example/m.png&gt;"]```',
+    'Price is 5 $```mermaid\nflowchart TD\nA@{ img: "http://evil.example/i.png", label: "x" }\nB["x"]```\nrest',
+    "a```mermaid\ngraph TD\nA```\n[x]:\nsmb://evil.example/share\n\n[click][x]",
+    "[y]:\n  file:///etc/passwd\n\n[open][y]",
+    "&#36;\\def\\x{\\frac{1}{2}}\\x&#36; costs 5$",
+    "$\\text{$\\def\\a{\\frac{1}{2}}\\a$}$",
+    "&dollar;\\gdef\\a{\\frac{1}{2}}\\a&dollar; and later $\\a$",
+    "&#36;" + "\\frac{1}{" * 300 + "x" + "}" * 300 + "&#36; $",
+    "$\\text{$" + "\\frac{1}{" * 100 + "x" + "}" * 100 + "$}$",
+    "a```mermaid\ngraph TD\nA````\n" + "*a " * 1500 + "b" + " a*" * 1500 + "````",
+    "$\\rule{3000em}{3000em}$", "$\\raisebox{60em}{FAKE}$", "$x\\kern-80em y$", "\\(\\rule{999pt}{1pt}\\)",
+]
+
+
+@pytest.mark.parametrize("text", THIRD_ROUND)
+def test_no_mermaid_hidden_formula_or_far_reaching_size_survives(text):
+    import html
+
+    from qvl_core.parse import safe_markdown as module
+
+    shown = safe_markdown(text)
+    assert re.search(r"[`~]{3,}[ \t]*mermaid", shown, re.I) is None
+    assert not [u for u in re.findall(r'href="([^"]*)"', RENDER.render(shown)) if not SAFE_HREF.match(u)]
+    # No entity decodes into a formula's delimiter; no formula, however paired, is deep, defines macros or sizes.
+    assert not [e for e in re.findall(r"(?<!&amp;)&#?\w+;", shown) if set(html.unescape(e)) & set("$\\()[]{}")]
+    for a, b in {*module._math_spans(shown), *module._math_spans_braced(shown)}:
+        assert not module._dangerous(shown[a:b]), shown[a:b][:80]
+    assert _depth(DEEP.render(shown), ("em", "strong")) <= MAX_DELIMITER_RUN + 1

@@ -15,10 +15,13 @@ which make the browser contact any host the answer names or cover the page. So b
   spans by rules of its own, renders ```mermaid fences as raw HTML, dedents the text first with
   `inspect.cleandoc` and extracts formulas before parsing, code included), so what CommonMark calls code must be
   harmless even where the renderer disagrees: inside code a `<` that would start a tag gets a zero-width space
-  after it (`<\u200bimg` is no tag in any HTML parser, and looks the same), as do `![`, `](` and `]:`; a mermaid
-  fence is shown as plain code; the text is dedented as the renderer will dedent it, before and after;
-- a formula anywhere (code too) that nests too deep or defines macros (`\\def` chains expand as deep as the
-  nesting they hide) loses its delimiters;
+  after it (`<\u200bimg` is no tag in any HTML parser, and looks the same), as do `![`, `](` and `]:`; no
+  ```mermaid is left anywhere (the renderer starts a mermaid block wherever a line holds one, even inside a
+  paragraph); the text is dedented as the renderer will dedent it, before and after;
+- a formula anywhere (code too), paired as Gradio pairs delimiters or as the page's KaTeX auto-render does
+  (brace-aware), that nests too deep, defines macros (`\\def` chains expand as deep as the nesting they hide)
+  or draws or moves far (`\\rule`, `\\kern`, `\\raisebox`), loses its delimiters; an entity that the browser
+  would decode into a delimiter (`&#36;`) is shown as written;
 - the result is parsed again, and if anything live is left (a tag, an image, an unsafe link) the whole answer is
   shown as one code block instead. Whatever parser reads the result, no `<` in it starts a tag: every one is
   `&lt;` or is followed by a zero-width space.
@@ -29,6 +32,7 @@ the invisible zero-width spaces too.
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import re
 
@@ -47,7 +51,8 @@ _MATH = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _INLINE_TARGET = re.compile(r"(\]\(\s*<?)([^)\s>]*)")
-_REFERENCE_TARGET = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*<?)(\S*)", re.M)
+# A reference definition's destination may stand on the next line.
+_REFERENCE_TARGET = re.compile(r"^([ \t]{0,3}\[[^\]\n]+\]:[ \t]*(?:\n[ \t]*)?<?)(\S*)", re.M)
 _SAFE_TARGET = re.compile(r"(?:https?://|mailto:|#)", re.I)
 _SAFE_HREF = re.compile(r"(?:https?:|mailto:|#)", re.I)
 # Entities and control characters can hide a scheme ("jav&#97;script:"); such targets are never safe.
@@ -64,6 +69,16 @@ _CODE_DEFANG = re.compile(r"<(?=[A-Za-z/!?])|!(?=\[)|\](?=[(:])")
 _FENCE_LIKE = re.compile(r"^([ \t]*)(?=[`~]{3})", re.M)  # a line inside a fence that another parser might close it at
 # A GFM table's delimiter row. The browser's renderer takes one without a pipe (`:-`) as a table and splits the
 # lines around it into cells, ending a code span CommonMark sees crossing them.
+# The renderer starts a mermaid block wherever a line holds ```mermaid, even inside a paragraph or code (its
+# block rule is tried at every character): a zero-width space keeps the word from following the fence.
+_MERMAID = re.compile(r"([`~]{3,}[ \t]*)(?=mermaid)", re.I)
+# Entities the browser decodes into a formula delimiter, which KaTeX (run on the page's text) then finds.
+_ENTITY = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]{1,31});")
+_MATH_CHARS = set("$\\()[]{}")
+# Sizes that draw or move far: a formula stays shallow and still covers the page (\rule{3000em}{3000em}).
+_SIZE = re.compile(r"\\(?:rule|kern|mkern|raisebox|hspace\*?|vspace\*?|hskip|vskip|mskip|mkern|lower|raise|"
+                   r"moveleft|moveright)(?![A-Za-z])[\s{]*-?(\d+(?:\.\d+)?)")
+MAX_MATH_SIZE = 20.0  # the largest number a size command may carry (em, ex, pt: each far below a screen here)
 _DELIMITER_ROW = re.compile(r" {0,3}\|?(?: *:?-+:? *\|)* *:?-+:? *\|? *")
 _SPANS = "qvl_code_spans"
 
@@ -236,7 +251,7 @@ def _neutralise(text: str, delimiters: _Delimiters, math: list[tuple[int, int]])
         formula = text[a:b]
         out.append(_as_code_span(formula) if formula and _math_depth(formula) > MAX_MATH_DEPTH else formula)
         last = b
-    text = _TAG_START.sub("&lt;", "".join(out))
+    text = _TAG_START.sub("&lt;", _math_entities_escaped("".join(out)))
     text = text.replace("![", "!\\[")
     text = _INLINE_TARGET.sub(_target, text)
     return _REFERENCE_TARGET.sub(_target, text)
@@ -261,29 +276,87 @@ def _as_code_block(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
+def _end_of_math(text: str, i: int, right: str) -> int:
+    """Where `right` closes a formula opened before `i`, as KaTeX's auto-render finds it: past balanced braces
+    and backslash escapes (-1: never)."""
+    braces = 0
+    while i < len(text):
+        if braces <= 0 and text.startswith(right, i):
+            return i
+        ch = text[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "{":
+            braces += 1
+        elif ch == "}":
+            braces -= 1
+        i += 1
+    return -1
+
+
+def _math_spans_braced(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each formula as the page's auto-render pairs the delimiters (each in turn, brace-aware)."""
+    found: list[tuple[int, int]] = []
+    taken = [False] * len(text)
+    for left, right in _MATH:
+        i = 0
+        while (i := text.find(left, i)) != -1:
+            if taken[i]:
+                i += 1
+                continue
+            end = _end_of_math(text, i + len(left), right)
+            if end == -1:
+                break
+            stop = end + len(right)
+            if not any(taken[i:stop]):
+                found.append((i, stop))
+                taken[i:stop] = [True] * (stop - i)
+            i = stop
+    return sorted(found)
+
+
+def _dangerous(formula: str) -> bool:
+    """Too deep, defining macros, or drawing or moving far (a shallow formula can still cover the page)."""
+    return (_math_depth(formula) > MAX_MATH_DEPTH or _MACRO_DEFINITION.search(formula) is not None
+            or any(float(n) > MAX_MATH_SIZE for n in _SIZE.findall(formula)))
+
+
 def _formulas_bounded(text: str) -> str:
-    """Every formula that nests too deep or defines macros, anywhere (the renderer extracts formulas from code
-    too), loses its delimiters: `$` becomes a full-width `＄`, `\\(` and `\\[` get a zero-width space."""
-    out, last = [], 0
-    for a, b in _math_spans(text):
-        formula = text[a:b]
-        if _math_depth(formula) <= MAX_MATH_DEPTH and not _MACRO_DEFINITION.search(formula):
-            continue
-        out.append(text[last:a])
-        if formula.startswith("$"):
-            n = 2 if formula.startswith("$$") else 1
-            formula = "\uff04" * n + formula[n:-n] + "\uff04" * n
-        else:
-            formula = formula[0] + ZWSP + formula[1:-2] + formula[-2] + ZWSP + formula[-1]
-        out.append(formula)
-        last = b
-    return "".join(out) + text[last:]
+    """Every formula that is `_dangerous`, anywhere (the renderer extracts formulas from code too), and however
+    the delimiters pair (Gradio's lazy match or the page's brace-aware one), loses its delimiters: `$` becomes a
+    full-width `＄`, `\\(` and `\\[` get a zero-width space. Repeated until no pairing finds one."""
+    for _ in range(8):
+        spans = sorted(set(_math_spans(text)) | set(_math_spans_braced(text)), reverse=True)
+        bad = [(a, b) for a, b in spans if _dangerous(text[a:b])]
+        if not bad:
+            return text
+        last_start = len(text) + 1
+        for a, b in bad:  # from the end: edits keep the earlier offsets valid
+            if b > last_start:
+                continue  # overlaps one broken in this pass: the next pass looks again
+            formula = text[a:b]
+            if formula.startswith("$"):
+                n = 2 if formula.startswith("$$") and formula.endswith("$$") and len(formula) >= 4 else 1
+                formula = "\uff04" * n + formula[n:-n] + "\uff04" * n
+            else:
+                formula = formula[0] + ZWSP + formula[1:-2] + formula[-2] + ZWSP + formula[-1]
+            text = text[:a] + formula + text[b:]
+            last_start = a
+    return text.replace("$", "\uff04")  # still pairing after every pass: no formula at all
+
+
+def _math_entities_escaped(text: str) -> str:
+    """An entity the browser would decode into a formula's delimiter or brace shows as written instead."""
+    def keep(m: re.Match[str]) -> str:
+        return "&amp;" + m.group()[1:] if set(html.unescape(m.group())) & _MATH_CHARS else m.group()
+
+    return _ENTITY.sub(keep, text)
 
 
 def _blocks_defanged(text: str) -> str:
-    """Line by line, where the browser's renderer could read the text otherwise than CommonMark: a mermaid fence
-    becomes plain code, a fence-like line inside a fence gets a zero-width space first (no renderer closes the
-    fence there), and a delimiter row outside a table is escaped (no renderer makes a table of it)."""
+    """Line by line, where the browser's renderer could read the text otherwise than CommonMark: a fence-like
+    line inside a fence gets a zero-width space first (no renderer closes the fence there), and a delimiter row
+    outside a table is escaped (no renderer makes a table of it)."""
     md, _ = _parsers()
     lines = text.split("\n")
     in_block, in_table = set(), set()
@@ -294,9 +367,6 @@ def _blocks_defanged(text: str) -> str:
         if tok.type in ("fence", "code_block"):
             in_block.update(range(a, b))
             if tok.type == "fence":
-                info = tok.info.strip().split(" ", 1)[0].lower()
-                if info.startswith("mermaid") and a < len(lines):
-                    lines[a] = lines[a].replace(tok.info.strip().split(" ", 1)[0], "text", 1)
                 for n in range(a + 1, min(b - 1 if b - 1 > a else b, len(lines))):
                     lines[n] = _FENCE_LIKE.sub(lambda m: m.group(1) + ZWSP, lines[n])
         elif tok.type == "table_open":
@@ -320,6 +390,7 @@ def safe_markdown(text: str) -> str:
     # As the renderer reads it: newlines normalised and dedented as Gradio dedents (`inspect.cleandoc`) before it
     # parses, so an indented code block here is one there too.
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "\ufffd")
+    text = _MERMAID.sub(lambda m: m.group(1) + ZWSP, text)  # no mermaid block, wherever the renderer looks
     text = _formulas_bounded(_blocks_defanged(_bound_containers(inspect.cleandoc(text))))
     delimiters, out, last = _Delimiters(), [], 0
     math = _math_spans(text)

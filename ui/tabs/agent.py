@@ -421,7 +421,8 @@ class AgentTab:
                 table = gr.Dataframe(headers=STEP_HEADERS, label="Trajectory (original screenshot pixels)",
                                      interactive=False, wrap=True, column_widths=STEP_WIDTHS,
                                      elem_id="agent-table")
-                gallery = gr.Gallery(label="Steps", columns=4, height=200, elem_id="agent-gallery")
+                gallery = gr.Gallery(label="Steps", columns=4, height="auto", object_fit="contain",
+                                     elem_id="agent-gallery")
                 with gr.Row():
                     download = gr.File(label="Trajectory JSON")
                 with gr.Accordion("This step's JSON", open=False):
@@ -452,6 +453,7 @@ class AgentTab:
                 boxes = gr.Image(label="Where the model looked (original image)", type="pil", interactive=False,
                                  height=360, elem_id="zoom-boxes")
                 crops = gr.Gallery(label="Crops given back to the model (full resolution)", columns=3, height=220,
+                                   object_fit="contain",
                                    elem_id="zoom-crops")
                 answer = gr.Markdown(elem_id="zoom-answer")
                 download = gr.File(label="Zoom JSON")
@@ -484,7 +486,7 @@ class AgentTab:
                 current = gr.Image(label="The page (the action drawn where it goes)", type="pil", interactive=False,
                                    height=420, elem_id="live-shot")
                 log = gr.Markdown(elem_id="live-log")
-                gallery = gr.Gallery(label="Steps", columns=4, height=200, elem_id="live-gallery")
+                gallery = gr.Gallery(label="Steps", columns=4, height="auto", object_fit="contain", elem_id="live-gallery")
                 download = gr.File(label="Trajectory JSON")
                 raw = gr.Textbox(label="Raw model answer", lines=4, elem_id="live-raw")
                 with gr.Accordion("Model's reasoning (not parsed)", open=False):
