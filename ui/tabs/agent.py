@@ -486,7 +486,8 @@ class AgentTab:
                 current = gr.Image(label="The page (the action drawn where it goes)", type="pil", interactive=False,
                                    height=420, elem_id="live-shot")
                 log = gr.Markdown(elem_id="live-log")
-                gallery = gr.Gallery(label="Steps", columns=4, height="auto", object_fit="contain", elem_id="live-gallery")
+                gallery = gr.Gallery(label="Steps", columns=4, height="auto", object_fit="contain",
+                                     elem_id="live-gallery")
                 download = gr.File(label="Trajectory JSON")
                 raw = gr.Textbox(label="Raw model answer", lines=4, elem_id="live-raw")
                 with gr.Accordion("Model's reasoning (not parsed)", open=False):
