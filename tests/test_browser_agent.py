@@ -7,23 +7,17 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import BADGES, save_screenshot
-from tests.test_agent_app import ORIGINAL, LocalSite, click_answer, live_click_answer
+from tests.test_agent_app import (
+    LocalSite,
+    click_answer,
+    live_click_answer,
+    screenshot,  # noqa: F401 - a fixture: the same screenshot as the handler tests
+)
 from ui.config import ServeConfig
 from ui.tabs.agent import LIVE_OFF
 
 # The trajectory table's steps, by the action each row names.
 ROWS = "document.querySelector('#agent-table').innerText.split('left_click').length - 1"
-
-
-@pytest.fixture(scope="module")
-def shot_file(tmp_path_factory):
-    from PIL import Image
-
-    path = tmp_path_factory.mktemp("agent-browser") / "screen.png"
-    img = Image.new("RGB", ORIGINAL, (235, 235, 235))
-    img.paste((30, 90, 200), (650, 220, 750, 280))
-    img.save(path)
-    return str(path)
 
 
 def _agent(page, url: str, sub: str | None = None) -> None:
@@ -36,12 +30,12 @@ def _agent(page, url: str, sub: str | None = None) -> None:
 
 @pytest.mark.parametrize("viewport, dark", [("desktop", False), ("phone", True)])
 def test_two_steps_on_screenshots_then_a_bad_file_keeps_the_trajectory(make_session, launch_app, open_page,
-                                                                        shot_file, tmp_path, viewport, dark):
+                                                                        screenshot, tmp_path, viewport, dark):  # noqa: F811
     demo = launch_app(make_session("qwen3_vl", click_answer("qwen3_vl")))
     page = open_page(viewport, dark=dark)
     _agent(page, demo.local_url)
     page.wait_for_selector("#agent-task", state="visible")
-    page.set_input_files("#agent-screenshot input[type=file]", shot_file)
+    page.set_input_files("#agent-screenshot input[type=file]", screenshot)
     page.fill("#agent-task textarea", "Press the blue button")
     page.click("#agent-run")
     page.wait_for_selector("#agent-summary >> text=Step 1: left_click at", timeout=120_000)
