@@ -241,7 +241,23 @@ THIRD_ROUND = [
     "$\\text{$" + "\\frac{1}{" * 100 + "x" + "}" * 100 + "$}$",
     "a```mermaid\ngraph TD\nA````\n" + "*a " * 1500 + "b" + " a*" * 1500 + "````",
     "$\\rule{3000em}{3000em}$", "$\\raisebox{60em}{FAKE}$", "$x\\kern-80em y$", "\\(\\rule{999pt}{1pt}\\)",
+    # The fourth round: every dimension (second and optional arguments, signs, units, comments, \\above, \\\\[..]),
+    # switches that nest without braces, and a formula the page pairs across Gradio's two ("the gap").
+    "$\\rule{1em}{3000em}$", "$\\vphantom{\\rule{1em}{3000em}}$", "$\\rule[-3000em]{1em}{1em}$",
+    "$\\rule{+3000em}{1em}$", "$\\kern+3000em x$", "$\\raisebox{+60em}{FAKE}$", "$\\rule{20in}{20in}$",
+    "$\\kern20in x$", "$\\rule%\n{3000em}{3000em}$", "$a \\above 3000em b$", "$\\genfrac{}{}{3000em}{}{a}{b}$",
+    "$a\\\\[3000em]b$", "$\\begin{aligned}a\\\\[3000em]b\\end{aligned}$",
+    "$" + "\\displaystyle\\textstyle" * 300 + "x$", "$" + "\\Huge\\tiny" * 300 + "x$",
+    "$" + "\\color{red}" * 300 + "x$",
+    "$\\text{$ \\r&#117;le{1em}{3000em} $}$", "$\\text{$ \\d&#101;f\\a#1{\\frac{1}{#1}}\\a{\\a{\\a{x}}} $}$",
+    "$\\text{$ " + "\\\\begin{matrix}" * 120 + "x" + "\\\\end{matrix}" * 120 + " $}$",
 ]
+
+
+def test_ordinary_formulas_still_render():
+    for text in ("$\\frac{1}{2}$ and $x^2$", "$$\\int_0^1 x\\,dx$$", "\\(a\\kern1em b\\)", "$\\color{red}{x}$",
+                 "$\\rule{1em}{2em}$", "$\\begin{aligned}a\\\\[1em]b\\end{aligned}$"):
+        assert safe_markdown(text) == text
 
 
 @pytest.mark.parametrize("text", THIRD_ROUND)

@@ -75,10 +75,19 @@ _MERMAID = re.compile(r"([`~]{3,}[ \t]*)(?=mermaid)", re.I)
 # Entities the browser decodes into a formula delimiter, which KaTeX (run on the page's text) then finds.
 _ENTITY = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]{1,31});")
 _MATH_CHARS = set("$\\()[]{}")
-# Sizes that draw or move far: a formula stays shallow and still covers the page (\rule{3000em}{3000em}).
-_SIZE = re.compile(r"\\(?:rule|kern|mkern|raisebox|hspace\*?|vspace\*?|hskip|vskip|mskip|mkern|lower|raise|"
-                   r"moveleft|moveright)(?![A-Za-z])[\s{]*-?(\d+(?:\.\d+)?)")
-MAX_MATH_SIZE = 20.0  # the largest number a size command may carry (em, ex, pt: each far below a screen here)
+# Any dimension in a formula (\\rule, \\kern, \\raisebox, \\above, \\genfrac, \\\\[..], optional [..] arguments...):
+# a number and a TeX unit, weighed in em. A shallow formula can still draw or move a box over the whole page.
+_DIMENSION = re.compile(r"([+-]?\s*(?:\d+\.?\d*|\.\d+))\s*(em|ex|pt|pc|in|cm|mm|bp|dd|cc|sp|mu|px)(?![A-Za-z])")
+_EM_PER_UNIT = {"em": 1.0, "ex": 0.431, "pt": 0.1, "pc": 1.2, "in": 7.23, "cm": 2.85, "mm": 0.285, "bp": 0.1,
+                "dd": 0.107, "cc": 1.28, "sp": 1.5e-6, "mu": 1 / 18, "px": 0.1}
+MAX_MATH_EM = 20.0  # the largest dimension a formula may name, in em
+# Switches nest without braces (\\displaystyle\\textstyle... 300 times is 600 levels deep, and KaTeX overflows its
+# stack at a few thousand): each counts toward the depth limit like a group.
+_SWITCH = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|scriptscriptstyle|Huge|huge|LARGE|Large|large|"
+                     r"normalsize|small|footnotesize|scriptsize|tiny|bf|rm|it|sf|tt|sl|sc|cal|frak|Bbb|bold|"
+                     r"color|textcolor|colorbox|boldsymbol|pmb|mathrm|mathbf|mathit|mathsf|mathtt|mathcal)"
+                     r"(?![A-Za-z])")
+_TEX_COMMENT = re.compile(r"(?<!\\)%[^\n]*(?:\n|$)")
 _DELIMITER_ROW = re.compile(r" {0,3}\|?(?: *:?-+:? *\|)* *:?-+:? *\|? *")
 _SPANS = "qvl_code_spans"
 
@@ -316,18 +325,26 @@ def _math_spans_braced(text: str) -> list[tuple[int, int]]:
 
 
 def _dangerous(formula: str) -> bool:
-    """Too deep, defining macros, or drawing or moving far (a shallow formula can still cover the page)."""
-    return (_math_depth(formula) > MAX_MATH_DEPTH or _MACRO_DEFINITION.search(formula) is not None
-            or any(float(n) > MAX_MATH_SIZE for n in _SIZE.findall(formula)))
+    """Too deep (groups and switches), defining macros, or naming a dimension over MAX_MATH_EM."""
+    formula = _TEX_COMMENT.sub("", formula)  # `\\rule%<newline>{3000em}` is `\\rule{3000em}` to TeX
+    if _math_depth(formula) + len(_SWITCH.findall(formula)) > MAX_MATH_DEPTH:
+        return True
+    if _MACRO_DEFINITION.search(formula) is not None:
+        return True
+    return any(abs(float(n.replace(" ", ""))) * _EM_PER_UNIT[u] > MAX_MATH_EM for n, u in _DIMENSION.findall(formula))
 
 
 def _formulas_bounded(text: str) -> str:
-    """Every formula that is `_dangerous`, anywhere (the renderer extracts formulas from code too), and however
-    the delimiters pair (Gradio's lazy match or the page's brace-aware one), loses its delimiters: `$` becomes a
+    """Every formula that is `_dangerous`, anywhere (the renderer extracts formulas from code too), however the
+    delimiters pair (Gradio's lazy match or the page's brace-aware one), and every formula the two pair
+    differently, loses its delimiters: `$` becomes a
     full-width `＄`, `\\(` and `\\[` get a zero-width space. Repeated until no pairing finds one."""
     for _ in range(8):
-        spans = sorted(set(_math_spans(text)) | set(_math_spans_braced(text)), reverse=True)
-        bad = [(a, b) for a, b in spans if _dangerous(text[a:b])]
+        lazy, braced = set(_math_spans(text)), set(_math_spans_braced(text))
+        spans = sorted(lazy | braced, reverse=True)
+        # A formula the page pairs otherwise than Gradio (`$\\text{$ ... $}$`) spans text that was rendered as
+        # Markdown in between (entities decoded, `\\\\` unescaped): nothing checked there can be trusted.
+        bad = [(a, b) for a, b in spans if (a, b) in braced - lazy or _dangerous(text[a:b])]
         if not bad:
             return text
         last_start = len(text) + 1
