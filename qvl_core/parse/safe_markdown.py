@@ -396,6 +396,17 @@ def _blocks_defanged(text: str) -> str:
     return "\n".join(lines)
 
 
+def _dedented(text: str) -> str:
+    """`inspect.cleandoc` until it changes nothing (it is not idempotent on whitespace-only lines), so that the
+    renderer's own cleandoc leaves the result as it is."""
+    for _ in range(4):
+        again = inspect.cleandoc(text)
+        if again == text:
+            break
+        text = again
+    return text
+
+
 def _no_tag_can_start(markdown: str) -> bool:
     """Parser-independent: no `<` that starts a tag and no image marker, whatever any renderer calls code."""
     return _TAG_START.search(markdown) is None and "![" not in markdown
@@ -418,7 +429,7 @@ def safe_markdown(text: str) -> str:
         out.append(_neutralise(text[last:a], delimiters, mine))
         out.append(_CODE_DEFANG.sub(lambda m: m.group() + ZWSP, text[a:b]))
         last = b
-    shown = inspect.cleandoc("".join(out))  # what the renderer will make of it, dedent included
+    shown = _dedented("".join(out))  # what the renderer will make of it, dedent included
     if _is_inert(shown) and _no_tag_can_start(shown):
         return shown
     return _as_code_block(_CODE_DEFANG.sub(lambda m: m.group() + ZWSP, text))
