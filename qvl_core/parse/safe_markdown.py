@@ -77,9 +77,10 @@ _ENTITY = re.compile(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]{1,31});")
 _MATH_CHARS = set("$\\()[]{}")
 # Any dimension in a formula (\\rule, \\kern, \\raisebox, \\above, \\genfrac, \\\\[..], optional [..] arguments...):
 # a number and a TeX unit, weighed in em. A shallow formula can still draw or move a box over the whole page.
-_DIMENSION = re.compile(r"([+-]?\s*(?:\d+\.?\d*|\.\d+))\s*(em|ex|pt|pc|in|cm|mm|bp|dd|cc|sp|mu|px)(?![A-Za-z])")
+_DIMENSION = re.compile(r"([+-]?\s*(?:\d+\.?\d*|\.\d+))\s*(em|ex|pt|pc|in|cm|mm|bp|dd|cc|nd|nc|sp|mu|px)"
+                        r"(?![A-Za-z])")
 _EM_PER_UNIT = {"em": 1.0, "ex": 0.431, "pt": 0.1, "pc": 1.2, "in": 7.23, "cm": 2.85, "mm": 0.285, "bp": 0.1,
-                "dd": 0.107, "cc": 1.28, "sp": 1.5e-6, "mu": 1 / 18, "px": 0.1}
+                "dd": 0.107, "cc": 1.28, "nd": 0.114, "nc": 1.37, "sp": 1.5e-6, "mu": 1 / 18, "px": 0.1}
 MAX_MATH_EM = 20.0  # the largest dimension a formula may name, in em
 # Switches nest without braces (\\displaystyle\\textstyle... 300 times is 600 levels deep, and KaTeX overflows its
 # stack at a few thousand): each counts toward the depth limit like a group.
@@ -326,7 +327,9 @@ def _math_spans_braced(text: str) -> list[tuple[int, int]]:
 
 def _dangerous(formula: str) -> bool:
     """Too deep (groups and switches), defining macros, or naming a dimension over MAX_MATH_EM."""
-    formula = _TEX_COMMENT.sub("", formula)  # `\\rule%<newline>{3000em}` is `\\rule{3000em}` to TeX
+    # As KaTeX reads it: the page puts the formula back as HTML, so the browser decodes entities (`\\b&#101;gin`
+    # is `\\begin`), and `\\rule%<newline>{3000em}` is `\\rule{3000em}` to TeX.
+    formula = _TEX_COMMENT.sub("", html.unescape(formula))
     if _math_depth(formula) + len(_SWITCH.findall(formula)) > MAX_MATH_DEPTH:
         return True
     if _MACRO_DEFINITION.search(formula) is not None:
