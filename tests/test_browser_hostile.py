@@ -137,8 +137,10 @@ DEEP_ANSWER = ("$" + "\\frac{1}{" * 200 + "x" + "}" * 200 + "$\n\n" + ">" * 5000
 def _ask(page, url: str, tokens: int | None = None):
     watch = open_tab(page, url)
     if tokens:  # more than the default answer length
-        page.get_by_text("Settings", exact=True).first.click()  # the closed accordion
-        page.get_by_label("number input for Max new tokens").first.fill(str(tokens))
+        # The Chat tab's closed accordion (not the footer's "Settings" link, which may be on the page first).
+        settings = page.locator("#chat-settings")
+        settings.get_by_text("Settings", exact=True).first.click()
+        settings.get_by_label("number input for Max new tokens").first.fill(str(tokens))
         page.keyboard.press("Tab")
     page.fill("#chat-input textarea", "Answer")
     page.keyboard.press("Enter")

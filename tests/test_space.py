@@ -60,8 +60,11 @@ def test_gpu_duration_grows_with_the_request_and_stays_in_bounds(prompt, new, ex
 
 def _space_env(tmp_path: Path, model: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QVL_", "SPACE", "GRADIO_SERVER"))}
+    # A Space starts with its own empty temp folder: the suite's shared one (Gradio's cache of every upload so far,
+    # which a starting app sweeps) is not its.
     env.update(SPACE_ID="qvl/studio", SYSTEM="spaces", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               QVL_MODEL=str(model), PYTHONPATH=str(ROOT), HOME=str(tmp_path), **extra)
+               QVL_MODEL=str(model), PYTHONPATH=str(ROOT), HOME=str(tmp_path), TMPDIR=str(tmp_path),
+               GRADIO_TEMP_DIR=str(tmp_path / "gradio"), **extra)
     return env
 
 

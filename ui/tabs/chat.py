@@ -354,7 +354,7 @@ class ChatTab:
             # No autofocus: on a phone it scrolls the page to the box at load and would open the keyboard.
             elem_id="chat-input",
         )
-        with gr.Accordion("Settings", open=False):
+        with gr.Accordion("Settings", open=False, elem_id="chat-settings"):
             system = gr.Textbox(DEFAULT_SYSTEM, label="System prompt", lines=2, placeholder=SYSTEM_PLACEHOLDER)
             with gr.Row():
                 max_image_tokens = image_tokens_slider()
