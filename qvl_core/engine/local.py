@@ -401,7 +401,8 @@ def _history_end(ids: list[int], lm: LoadedModel) -> int | None:
     everything before it is rendered the same in the conversation's next prompt."""
     start = lm.processor.tokenizer.convert_tokens_to_ids("<|im_start|>")
     at = max((i for i, t in enumerate(ids) if t == start), default=None)
-    if at is None or at == 0 or any(t in _vision_ids(lm.model) for t in ids[at:]):
+    vision = _vision_ids(lm.model)
+    if at is None or at == 0 or any(t in vision for t in ids[at:]):
         return None
     return at
 
